@@ -33,16 +33,17 @@ def _top_level_dirs() -> list[str]:
 def _rewrite(text: str, tops: list[str]) -> str:
     alternation = "|".join(re.escape(t) for t in tops)
     pattern = re.compile(rf"^(\s*)from ({alternation})((?:\.\w+)*) import ", re.MULTILINE)
-    return pattern.sub(lambda m: f"{m.group(1)}from {PACKAGE}.{m.group(2)}{m.group(3)} import ", text)
+    return pattern.sub(
+        lambda m: f"{m.group(1)}from {PACKAGE}.{m.group(2)}{m.group(3)} import ", text
+    )
 
 
 def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     if not protos:
         raise SystemExit("no .proto files under proto/")
-    import grpc_tools
-
     import google.rpc
+    import grpc_tools
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     # google/rpc/status.proto ships with googleapis-common-protos.

@@ -1,0 +1,1 @@
+"""pycontainerd: containerd, written in Python."""

@@ -1,0 +1,201 @@
+"""The client, written async (``AsyncClient``); its sync twin is generated.
+
+This file is the source of truth for both clients: ``tools/unasync.py``
+turns it into ``client/_sync/client.py`` (``Client``) by dropping
+``async``/``await`` and swapping ``grpc.aio`` for ``grpc``.  Keep to code
+that survives that rewrite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, field_mask_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pycontainerd import errdefs, namespaces, typeurl
+from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
+from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+from pycontainerd.api.services.version.v1 import version_pb2_grpc
+from pycontainerd.client._shared import (
+    DEFAULT_ADDRESS,
+    ServerInfo,
+    Version,
+    channel_target,
+    metadata_for,
+)
+from pycontainerd.events.exchange import Envelope
+from pycontainerd.wire import events as events_wire
+from pycontainerd.wire import introspection as introspection_wire
+from pycontainerd.wire.introspection import PluginInfo
+from pycontainerd.wire.namespaces import NamespaceInfo, from_pb
+
+__all__ = ["AsyncClient"]
+
+
+@dataclass(slots=True)
+class _Call:
+    """Where a namespaced call goes: channel, default namespace, timeout."""
+
+    channel: grpc.aio.Channel
+    namespace: str
+    timeout: float | None
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return metadata_for(namespaces.current() or self.namespace)
+
+    async def unary(self, method: Any, request: Message) -> Any:
+        """Make one unary call, turning a failed status into our error class."""
+        try:
+            return await method(request, metadata=self.metadata(), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise errdefs.from_grpc(exc) from exc
+
+
+class AsyncNamespaces:
+    """``client.namespaces``: create, get, list, update labels, delete."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+        self._stub = namespace_pb2_grpc.NamespacesStub(call.channel)
+
+    async def create(self, name: str, labels: Mapping[str, str] | None = None) -> NamespaceInfo:
+        req = namespace_pb2.CreateNamespaceRequest(
+            namespace=namespace_pb2.Namespace(name=name, labels=dict(labels or {}))
+        )
+        resp = await self._call.unary(self._stub.Create, req)
+        return from_pb(resp.namespace)
+
+    async def get(self, name: str) -> NamespaceInfo:
+        req = namespace_pb2.GetNamespaceRequest(name=name)
+        resp = await self._call.unary(self._stub.Get, req)
+        return from_pb(resp.namespace)
+
+    async def list(self, filter: str = "") -> list[NamespaceInfo]:
+        req = namespace_pb2.ListNamespacesRequest(filter=filter)
+        resp = await self._call.unary(self._stub.List, req)
+        return [from_pb(ns) for ns in resp.namespaces]
+
+    async def set_labels(self, name: str, labels: Mapping[str, str]) -> NamespaceInfo:
+        """Set (value) or remove (empty value) the given labels, keeping the rest."""
+        req = namespace_pb2.UpdateNamespaceRequest(
+            namespace=namespace_pb2.Namespace(
+                name=name, labels={k: v for k, v in labels.items() if v}
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
+        )
+        resp = await self._call.unary(self._stub.Update, req)
+        return from_pb(resp.namespace)
+
+    async def delete(self, name: str) -> None:
+        req = namespace_pb2.DeleteNamespaceRequest(name=name)
+        await self._call.unary(self._stub.Delete, req)
+
+
+class AsyncEvents:
+    """``client.events``: publish and subscribe."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+        self._stub = events_pb2_grpc.EventsStub(call.channel)
+
+    async def publish(self, topic: str, event: Message) -> None:
+        req = events_pb2.PublishRequest(topic=topic, event=typeurl.marshal_any(event))
+        await self._call.unary(self._stub.Publish, req)
+
+    async def forward(self, envelope: Envelope) -> None:
+        req = events_pb2.ForwardRequest(envelope=events_wire.to_pb(envelope))
+        await self._call.unary(self._stub.Forward, req)
+
+    async def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
+        """Envelopes matching any of ``filters`` until the caller stops iterating."""
+        call = self._stub.Subscribe(
+            events_pb2.SubscribeRequest(filters=list(filters)), metadata=self._call.metadata()
+        )
+        try:
+            async for msg in call:
+                yield events_wire.from_pb(msg)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise errdefs.from_grpc(exc) from exc
+        finally:
+            call.cancel()
+
+
+class AsyncClient:
+    """A connection to a containerd-compatible daemon (ours or containerd)."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        namespace: str = namespaces.DEFAULT,
+        *,
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.address = address
+        self.namespace = namespace
+        self._channel = grpc.aio.insecure_channel(
+            channel_target(address),
+            options=[
+                ("grpc.max_receive_message_length", 16 << 20),
+                ("grpc.max_send_message_length", 16 << 20),
+                ("grpc.default_authority", "localhost"),
+                *options,
+            ],
+        )
+        call = _Call(self._channel, namespace, timeout)
+        self._call = call
+        self.namespaces = AsyncNamespaces(call)
+        self.events = AsyncEvents(call)
+        self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncClient:
+        """Address and namespace from CONTAINERD_ADDRESS / CONTAINERD_NAMESPACE."""
+        return cls(
+            os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS,
+            os.environ.get("CONTAINERD_NAMESPACE") or namespaces.DEFAULT,
+            **kwargs,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def version(self) -> Version:
+        resp = await self._call.unary(self._version.Version, empty_pb2.Empty())
+        return Version(version=resp.version, revision=resp.revision)
+
+    async def server(self) -> ServerInfo:
+        resp = await self._call.unary(self._introspection.Server, empty_pb2.Empty())
+        return ServerInfo(uuid=resp.uuid)
+
+    async def is_serving(self) -> bool:
+        """True once the daemon answers its health check as SERVING."""
+        try:
+            resp = await self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=self._call.timeout or 5.0
+            )
+        except grpc.RpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def plugins(self, *filters: str) -> list[PluginInfo]:
+        req = introspection_pb2.PluginsRequest(filters=list(filters))
+        resp = await self._call.unary(self._introspection.Plugins, req)
+        return [introspection_wire.from_pb(p) for p in resp.plugins]

@@ -1,0 +1,1 @@
+"""The daemon: configuration, plugin start-up and the gRPC server."""

@@ -1,0 +1,196 @@
+"""The daemon's life: plugins in dependency order, the gRPC server, shutdown.
+
+:class:`Server` is also what tests and embedders use to run a daemon inside
+an existing event loop (``await server.start()`` / ``await server.stop()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import io
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from pycontainerd import plugin
+from pycontainerd.daemon import builtins
+from pycontainerd.daemon.config import Config, ConfigError, decode
+from pycontainerd.daemon.metrics_http import MetricsServer
+from pycontainerd.daemon.socket import finish_socket, prepare_socket
+from pycontainerd.events import Exchange
+
+__all__ = ["Server", "StartupError"]
+
+log = logging.getLogger("pycontainerd")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; ``str()`` is one line for the operator."""
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = Path(config.root)
+        self.state = Path(config.state)
+        self.address = Path(config.grpc.address)
+        self.plugins = plugin.PluginSet()
+        self.events = Exchange()
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics: MetricsServer | None = None
+        self._lock_fd: int | None = None
+
+    # --- start-up ------------------------------------------------------------
+
+    def _lock_root(self) -> None:
+        """One daemon per root: a second one would corrupt the stores."""
+        fd = os.open(self.root / "pycontainerd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(f"{self.root}: root directory in use by another daemon") from None
+        self._lock_fd = fd
+
+    def _plugin_config(self, reg: plugin.Registration) -> Any:
+        section = self.config.plugin_section(reg.uri)
+        if reg.config is None:
+            return dict(section)
+        try:
+            return decode(reg.config, section, f'plugins."{reg.uri}"')
+        except ConfigError as exc:
+            raise StartupError(f"config: {exc}") from None
+
+    async def _init_plugins(self) -> None:
+        builtins.load()
+        disabled = frozenset(self.config.disabled_plugins)
+        for reg in plugin.registrations(disabled):
+            ctx = plugin.InitContext(
+                registration=reg,
+                root=self.root / reg.uri,
+                state=self.state / reg.uri,
+                config=self._plugin_config(reg),
+                plugins=self.plugins,
+                grpc_address=str(self.address),
+                ttrpc_address=self.config.ttrpc.address or f"{self.address}.ttrpc",
+                events=self.events,
+            )
+            p = await plugin.initialise(reg, ctx)
+            self.plugins.add(p)
+            if p.skipped:
+                log.info("skip loading plugin", extra={"id": reg.uri, "reason": str(p.error)})
+            elif p.error is not None:
+                log.warning("failed to load plugin", extra={"id": reg.uri, "error": str(p.error)})
+            else:
+                log.debug("loaded plugin", extra={"id": reg.uri})
+        loaded = {p.registration.uri for p in self.plugins if p.ok}
+        missing = [r for r in self.config.required_plugins if r not in loaded]
+        if missing:
+            raise StartupError(f"required plugins failed to load: {', '.join(missing)}")
+
+    async def start(self) -> None:
+        for d in (self.root, self.state):
+            d.mkdir(parents=True, exist_ok=True, mode=0o711)
+            os.chmod(d, 0o711)
+        self._lock_root()
+        try:
+            prepare_socket(self.address)
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        if self.config.oom_score:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/oom_score_adj").write_text(str(self.config.oom_score))
+        await self._init_plugins()
+        grpc_cfg = self.config.grpc
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", grpc_cfg.max_recv_message_size),
+                ("grpc.max_send_message_length", grpc_cfg.max_send_message_size),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        for p in self.plugins:
+            if p.ok and p.registration.type == plugin.PluginType.GRPC:
+                p.instance.register(self._grpc)
+        old = os.umask(0o117)  # the socket is never world-accessible, not even briefly
+        try:
+            if self._grpc.add_insecure_port(f"unix://{self.address}") == 0:
+                raise StartupError(f"{self.address}: cannot listen")
+            await self._grpc.start()
+        except RuntimeError as exc:
+            raise StartupError(f"{self.address}: cannot listen: {exc}") from None
+        finally:
+            os.umask(old)
+        finish_socket(self.address, grpc_cfg.uid, grpc_cfg.gid)
+        if self.config.metrics.address:
+            self._metrics = MetricsServer(self.config.metrics.address)
+            await self._metrics.start()
+        log.info("serving...", extra={"address": str(self.address)})
+        log.info("containerd successfully booted")
+
+    # --- shutdown ------------------------------------------------------------
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._metrics is not None:
+            await self._metrics.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        for p in reversed(list(self.plugins)):
+            if p.ok and p.instance is not None:
+                try:
+                    await plugin.close_instance(p.instance)
+                except Exception:
+                    log.exception("closing plugin failed", extra={"id": p.registration.uri})
+        with contextlib.suppress(FileNotFoundError):
+            self.address.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        """Start, then run until SIGTERM or SIGINT; SIGUSR1 dumps task stacks."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
+        try:
+            await self.start()
+            await done.wait()
+            log.info("stopping...")
+        finally:
+            await self.stop()
+
+
+def dump_stacks() -> None:
+    """Log every asyncio task's and thread's stack (kill -USR1 <pid>)."""
+    buf = io.StringIO()
+    for task in asyncio.all_tasks():
+        buf.write(f"--- task {task.get_name()} ({task.get_coro()!r})\n")
+        task.print_stack(file=buf)
+    for ident, frame in sys._current_frames().items():
+        buf.write(f"--- thread {ident}\n")
+        traceback.print_stack(frame, file=buf)
+    log.info(
+        "=== BEGIN goroutine stack dump ===\n%s=== END goroutine stack dump ===", buf.getvalue()
+    )
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A config with top-level or ``grpc`` fields overridden (for CLI flags)."""
+    grpc_changes = {k[5:]: v for k, v in changes.items() if k.startswith("grpc_")}
+    top = {k: v for k, v in changes.items() if not k.startswith("grpc_")}
+    if grpc_changes:
+        top["grpc"] = dataclasses.replace(config.grpc, **grpc_changes)
+    return dataclasses.replace(config, **top)

@@ -1,0 +1,172 @@
+"""The one error hierarchy of pycontainerd and its mapping to gRPC codes.
+
+Every layer raises these classes; the service edge turns them into gRPC
+statuses and the client turns statuses back into the same classes, so a
+caller catches ``NotFound`` whether the store is local or behind a socket.
+
+On the wire the message ends with the class suffix (``...: not found``), the
+way containerd's Go errdefs render errors, so a Go client strips it back off
+and our client does the same.  None of these classes inherit from a transport
+error type: wrapping is done with ``raise NotFound(...) from exc``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "Canceled",
+    "Conflict",
+    "ContainerdError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "NotImplemented",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unavailable",
+    "Unknown",
+    "from_grpc",
+    "from_status",
+    "q",
+    "to_grpc_code",
+    "wire_message",
+]
+
+
+class ContainerdError(Exception):
+    """Base of all pycontainerd errors; ``code`` is the gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    suffix: str = "unknown"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.suffix
+
+
+class Unknown(ContainerdError):
+    pass
+
+
+class InvalidArgument(ContainerdError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    suffix = "invalid argument"
+
+
+class NotFound(ContainerdError):
+    code = grpc.StatusCode.NOT_FOUND
+    suffix = "not found"
+
+
+class AlreadyExists(ContainerdError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    suffix = "already exists"
+
+
+class FailedPrecondition(ContainerdError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    suffix = "failed precondition"
+
+
+class Conflict(FailedPrecondition):
+    """A concurrent change got there first; a FailedPrecondition on the wire."""
+
+    suffix = "conflict"
+
+
+class Unavailable(ContainerdError):
+    code = grpc.StatusCode.UNAVAILABLE
+    suffix = "unavailable"
+
+
+class NotImplemented(ContainerdError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    suffix = "not implemented"
+
+
+class Aborted(ContainerdError):
+    code = grpc.StatusCode.ABORTED
+    suffix = "aborted"
+
+
+class PermissionDenied(ContainerdError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    suffix = "permission denied"
+
+
+class ResourceExhausted(ContainerdError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    suffix = "resource exhausted"
+
+
+class Canceled(ContainerdError):
+    code = grpc.StatusCode.CANCELLED
+    suffix = "context canceled"
+
+
+class DeadlineExceeded(ContainerdError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    suffix = "context deadline exceeded"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
+    cls.code: cls
+    for cls in (
+        Unknown,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Unavailable,
+        NotImplemented,
+        Aborted,
+        PermissionDenied,
+        ResourceExhausted,
+        Canceled,
+        DeadlineExceeded,
+    )
+}
+
+
+def to_grpc_code(exc: BaseException) -> grpc.StatusCode:
+    """The status code an exception travels as; non-containerd errors are UNKNOWN."""
+    return exc.code if isinstance(exc, ContainerdError) else grpc.StatusCode.UNKNOWN
+
+
+def wire_message(exc: BaseException) -> str:
+    """The status message: our message with the class suffix, as Go clients expect."""
+    if isinstance(exc, ContainerdError):
+        msg = exc.message
+        return (
+            msg if msg == exc.suffix or msg.endswith(": " + exc.suffix) else f"{msg}: {exc.suffix}"
+        )
+    return str(exc) or type(exc).__name__
+
+
+def from_status(code: grpc.StatusCode, details: str | None) -> ContainerdError:
+    """Build the exception a status stands for, with the class suffix stripped."""
+    cls = _BY_CODE.get(code, Unknown)
+    msg = details or cls.suffix
+    for suffix in (cls.suffix, *(sub.suffix for sub in cls.__subclasses__())):
+        if msg.endswith(": " + suffix):
+            msg = msg[: -len(suffix) - 2]
+            break
+    return cls(msg)
+
+
+def from_grpc(exc: grpc.RpcError) -> ContainerdError:
+    """Translate a failed call into our hierarchy (use with ``raise ... from exc``)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return from_status(code, details)
+
+
+def q(value: str) -> str:
+    """Quote a name for a message the way Go's ``%q`` does: ``"web"``."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,118 @@
+"""Namespaces in the metadata database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+import builtins
+from dataclasses import dataclass, field
+
+from pycontainerd import errdefs, labels, namespaces
+from pycontainerd.errdefs import q
+from pycontainerd.metadata.db import NAMESPACED_TABLES, Database
+
+__all__ = ["Namespace", "NamespaceStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _not_found(name: str) -> errdefs.NotFound:
+    return errdefs.NotFound(f"namespace {q(name)}")
+
+
+class NamespaceStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, name: str, labels_: Mapping[str, str] | None = None) -> Namespace:
+        namespaces.validate(name)
+        lbls = dict(labels_ or {})
+        labels.validate_all(lbls)
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO namespaces(name, labels, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (name, json.dumps(lbls, sort_keys=True), now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise errdefs.AlreadyExists(f"namespace {q(name)}") from None
+
+        await self._db.write(tx)
+        return Namespace(name, lbls)
+
+    def get(self, name: str) -> Namespace:
+        namespaces.validate(name)
+        row = self._db.read(
+            lambda c: c.execute("SELECT labels FROM namespaces WHERE name = ?", (name,)).fetchone()
+        )
+        if row is None:
+            raise _not_found(name)
+        return Namespace(name, json.loads(row[0]))
+
+    def list(self) -> list[Namespace]:
+        rows = self._db.read(
+            lambda c: c.execute("SELECT name, labels FROM namespaces ORDER BY name").fetchall()
+        )
+        return [Namespace(n, json.loads(lbl)) for n, lbl in rows]
+
+    async def update_labels(
+        self, name: str, new: Mapping[str, str], paths: builtins.list[str] | None
+    ) -> Namespace:
+        """Apply a field-mask update: no paths or ``labels`` replaces all labels,
+        ``labels.KEY`` sets (or, when absent from ``new``, removes) one key."""
+        namespaces.validate(name)
+        for p in paths or []:
+            if p != "labels" and not p.startswith("labels."):
+                raise errdefs.InvalidArgument(f"cannot update {q(p)} field on namespace {q(name)}")
+
+        def tx(conn: sqlite3.Connection) -> Namespace:
+            row = conn.execute("SELECT labels FROM namespaces WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise _not_found(name)
+            current: dict[str, str] = json.loads(row[0])
+            if not paths or "labels" in paths:
+                current = dict(new)
+            else:
+                for p in paths:
+                    key = p[len("labels.") :]
+                    if key in new and new[key] != "":
+                        current[key] = new[key]
+                    else:
+                        current.pop(key, None)
+            labels.validate_all(current)
+            conn.execute(
+                "UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?",
+                (json.dumps(current, sort_keys=True), time.time(), name),
+            )
+            return Namespace(name, current)
+
+        return await self._db.write(tx)
+
+    async def delete(self, name: str) -> None:
+        namespaces.validate(name)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            held = [
+                what
+                for table, what in NAMESPACED_TABLES.items()
+                if conn.execute(
+                    f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)
+                ).fetchone()
+            ]
+            if held:
+                raise errdefs.FailedPrecondition(
+                    f"namespace {q(name)} must be empty, but it still has {', '.join(held)}"
+                )
+            if conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount == 0:
+                raise _not_found(name)
+
+        await self._db.write(tx)

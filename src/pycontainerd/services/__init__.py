@@ -1,0 +1,1 @@
+"""Thin gRPC servicers, one module per containerd API service."""

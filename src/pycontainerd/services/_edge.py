@@ -1,0 +1,110 @@
+"""The service edge: what every gRPC servicer method goes through.
+
+:func:`servicer` wraps each RPC method of a servicer class so that it
+  * takes the namespace from the ``containerd-namespace`` metadata into the
+    context variable (validated later, by whoever requires one),
+  * turns our typed errors into gRPC statuses (with containerd's message
+    suffix) and anything unexpected into UNKNOWN, logged with its stack,
+  * counts the call and its latency for ``[metrics]``.
+Servicers therefore contain only decode / call core / encode.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from pycontainerd import errdefs, namespaces
+from pycontainerd.metrics import REGISTRY
+
+__all__ = ["servicer"]
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=type)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _namespace_from(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == namespaces.GRPC_HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+async def _abort(context: Context, exc: BaseException, method: str) -> None:
+    if isinstance(exc, errdefs.ContainerdError):
+        await context.abort(exc.code, errdefs.wire_message(exc))
+    log.error("unexpected error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def _code_of(exc: BaseException | None, context: Context) -> str:
+    if exc is None:
+        code = context.code() if hasattr(context, "code") else None
+        return code.name if isinstance(code, grpc.StatusCode) else "OK"
+    return errdefs.to_grpc_code(exc).name
+
+
+def _wrap_unary(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Any, context: Context) -> Any:
+        namespaces.set_current(_namespace_from(context))
+        start = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            return await fn(self, request, context)
+        except (errdefs.ContainerdError, Exception) as exc:
+            if type(exc).__name__ == "AbortError":  # context.abort() already set the status
+                raise
+            failure = exc
+            await _abort(context, exc, method)
+        finally:
+            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start)
+
+    return handler
+
+
+def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Any, context: Context) -> Any:
+        namespaces.set_current(_namespace_from(context))
+        start = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (errdefs.ContainerdError, Exception) as exc:
+            if type(exc).__name__ == "AbortError":
+                raise
+            failure = exc
+            await _abort(context, exc, method)
+        finally:
+            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start)
+
+    return handler
+
+
+def servicer(service: str) -> Callable[[C], C]:
+    """Class decorator: wrap every RPC the generated base class declares."""
+
+    def decorate(cls: C) -> C:
+        base = next(b for b in cls.__mro__[1:] if b.__name__.endswith("Servicer"))
+        for name, _ in inspect.getmembers(base, inspect.isfunction):
+            if name.startswith("_") or name not in cls.__dict__:
+                continue
+            fn = cls.__dict__[name]
+            full = f"/{service}/{name}"
+            wrapped = (
+                _wrap_stream(full, fn) if inspect.isasyncgenfunction(fn) else _wrap_unary(full, fn)
+            )
+            setattr(cls, name, wrapped)
+        return cls
+
+    return decorate

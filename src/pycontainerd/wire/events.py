@@ -1,0 +1,30 @@
+"""Event envelopes <-> :class:`pycontainerd.events.Envelope`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pycontainerd.api.services.events.v1 import events_pb2 as pb
+from pycontainerd.events.exchange import Envelope
+
+__all__ = ["from_pb", "to_pb"]
+
+
+def to_pb(env: Envelope) -> pb.Envelope:
+    msg = pb.Envelope(namespace=env.namespace, topic=env.topic)
+    msg.timestamp.FromDatetime(env.timestamp)
+    msg.event.CopyFrom(env.event)
+    return msg
+
+
+def from_pb(msg: pb.Envelope) -> Envelope:
+    ts = (
+        msg.timestamp.ToDatetime(tzinfo=dt.UTC)
+        if msg.HasField("timestamp")
+        else dt.datetime.now(dt.UTC)
+    )
+    return Envelope(timestamp=ts, namespace=msg.namespace, topic=msg.topic, event=msg.event)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
