@@ -61,6 +61,7 @@ __all__ = [
     "Selector",
     "adapt_mapping",
     "adapt_object",
+    "compile_re2",
     "parse",
     "parse_all",
 ]

@@ -393,5 +393,5 @@ def test_filters_are_reusable_values() -> None:
     b = filters.parse("name==x,labels.y")
     assert a == b
     assert hash(a) == hash(b)
-    items = [{"name": "x", "labels": {"y": ""}}, {"name": "z"}] * 50
+    items: list[dict[str, object]] = [{"name": "x", "labels": {"y": ""}}, {"name": "z"}] * 50
     assert sum(a.match(filters.adapt_mapping(i)) for i in items) == 50

@@ -70,7 +70,7 @@ def test_validate_quotes_control_characters_like_go() -> None:
 
 
 def test_validate_rejects_empty() -> None:
-    with pytest.raises(errdefs.InvalidArgument, match="^identifier must not be empty$"):
+    with pytest.raises(errdefs.InvalidArgument, match=r"^identifier must not be empty$"):
         identifiers.validate("")
 
 

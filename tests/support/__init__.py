@@ -1,0 +1,1 @@
+"""Test helpers that run real daemons (ours and Debian's containerd)."""

@@ -1,0 +1,152 @@
+"""Start and stop real daemons on private temp paths, always cleaning up.
+
+Both daemons run as subprocesses with their own root, state and socket, so
+tests never touch the host's /var/lib or /run and can run beside a daemon
+the host already has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+VENV_BIN = Path(sys.executable).parent
+CONTAINERD_CONFIG = """version = 2
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{address}"
+[ttrpc]
+  address = "{address}.ttrpc"
+[debug]
+  address = "{address}.debug"
+"""
+
+
+@dataclass
+class RunningDaemon:
+    address: str
+    root: Path
+    state: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_serving(
+    address: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
+    """Block until the daemon's health check says SERVING (or it dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{log.read_text()}")
+        if os.path.exists(address):
+            with grpc.insecure_channel(f"unix://{address}") as ch:
+                try:
+                    resp = health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+        time.sleep(0.05)
+    raise RuntimeError(f"daemon did not become ready in {timeout}s:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@contextlib.contextmanager
+def temp_base(prefix: str) -> Iterator[Path]:
+    """A short temp dir (unix socket paths are limited to 107 bytes)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield base
+    finally:
+        # Whatever a test mounted under here must be gone before removal.
+        subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pycontainerd(*extra_args: str, config: str | None = None) -> Iterator[RunningDaemon]:
+    """Run our daemon; yields once it serves, stops it (SIGTERM, then KILL) after."""
+    with temp_base("pcd-") as base:
+        address = str(base / "pcd.sock")
+        log = base / "daemon.log"
+        args = [
+            str(VENV_BIN / "pycontainerd"),
+            "--root",
+            str(base / "root"),
+            "--state",
+            str(base / "state"),
+            "--address",
+            address,
+            "--log-level",
+            "debug",
+        ]
+        if config is not None:
+            cfg = base / "config.toml"
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
+        else:
+            args += ["--config", str(base / "absent.toml")]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*args, *extra_args], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_serving(address, proc, log)
+            yield RunningDaemon(address, base / "root", base / "state", proc, log)
+        finally:
+            stop(proc)
+
+
+@contextlib.contextmanager
+def containerd() -> Iterator[RunningDaemon]:
+    """Run Debian's containerd on private paths (for interop and benchmarks)."""
+    binary = shutil.which("containerd")
+    if binary is None:
+        raise RuntimeError("containerd is not installed (make deps installs it)")
+    with temp_base("ctd-") as base:
+        address = str(base / "c.sock")
+        cfg = base / "config.toml"
+        cfg.write_text(CONTAINERD_CONFIG.format(address=address))
+        log = base / "containerd.log"
+        args = [
+            binary,
+            "--config",
+            str(cfg),
+            "--root",
+            str(base / "root"),
+            "--state",
+            str(base / "state"),
+        ]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_serving(address, proc, log)
+            yield RunningDaemon(address, base / "root", base / "state", proc, log)
+        finally:
+            stop(proc)
