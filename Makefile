@@ -55,7 +55,7 @@ test-integration: deps $(STAMP)
 	$(VENV)/bin/pytest -q -m "integration or interop"
 
 demo: deps $(STAMP)
-	$(PY) -m pycontainerd.demo
+	$(PY) tools/demo.py
 
 bench: deps $(STAMP)
 	$(PY) -m bench
