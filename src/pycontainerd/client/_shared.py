@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pycontainerd import namespaces
+from pycontainerd import leases, namespaces
 
 __all__ = ["DEFAULT_ADDRESS", "ServerInfo", "Version", "channel_target", "metadata_for"]
 
@@ -30,4 +30,9 @@ def channel_target(address: str) -> str:
 
 
 def metadata_for(namespace: str | None) -> tuple[tuple[str, str], ...]:
-    return ((namespaces.GRPC_HEADER, namespace),) if namespace else ()
+    """Request metadata: the namespace, and the lease of this context if any."""
+    md: tuple[tuple[str, str], ...] = ((namespaces.GRPC_HEADER, namespace),) if namespace else ()
+    lease_id = leases.current()
+    if lease_id:
+        md += ((leases.GRPC_HEADER, lease_id),)
+    return md

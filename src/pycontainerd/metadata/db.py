@@ -1,15 +1,32 @@
 """The metadata database: one SQLite file holding everything namespaced.
 
 Schema (``PRAGMA user_version`` is the schema version; ``MIGRATIONS[i]``
-moves version i to i+1, each inside one transaction):
+moves version i to i+1, each inside one transaction).  Times are integer
+nanoseconds since the epoch (containerd's resolution); labels and other
+string maps are JSON objects; ``google.protobuf.Any`` values are stored as
+their serialized bytes.
 
-    namespaces(name TEXT PRIMARY KEY, labels TEXT  -- JSON object,
-               created_at REAL, updated_at REAL)
+    namespaces(name PK, labels, created_at, updated_at)
+    containers(namespace, id, labels, image, runtime_name, runtime_options,
+               spec, snapshotter, snapshot_key, extensions, created_at,
+               updated_at; PK(namespace, id))
+        runtime_options, spec: serialized Any (NULL when unset);
+        extensions: serialized ``map<string, Any>`` as a JSON object of
+        name -> [type_url, base64 value]
+    images(namespace, name, labels, media_type, digest, size, annotations,
+           created_at, updated_at; PK(namespace, name))   -- the target descriptor inline
+    leases(namespace, id, labels, created_at; PK(namespace, id))
+    lease_resources(namespace, lease, type, id; PK(namespace, lease, type, id))
+        type is containerd's resource type: "content", "ingests",
+        "snapshots/<snapshotter>"; rows go with their lease (cascade)
+    content(namespace, digest, size, labels, created_at, updated_at;
+            PK(namespace, digest))      -- a blob's visibility in a namespace
+    ingests(namespace, ref, backend_ref, expected, created_at;
+            PK(namespace, ref))        -- namespaced names of backend ingests
 
-Later issues add containers, images, leases and the namespaced views of
-content and snapshots; each such table registers itself in
-``NAMESPACED_TABLES`` so a namespace that still holds anything cannot be
-deleted.
+The tables of objects a user keeps (images, containers, blobs; snapshots
+later) are listed in ``NAMESPACED_TABLES`` so a namespace that still holds
+any cannot be deleted; leases and ingests go with their namespace.
 
 The file runs in WAL mode with ``synchronous=FULL`` so a committed change
 survives a crash.  Every write runs on one dedicated thread (SQLite allows
@@ -44,10 +61,76 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE containers (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        id TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        image TEXT NOT NULL DEFAULT '',
+        runtime_name TEXT NOT NULL DEFAULT '',
+        runtime_options BLOB,
+        spec BLOB,
+        snapshotter TEXT NOT NULL DEFAULT '',
+        snapshot_key TEXT NOT NULL DEFAULT '',
+        extensions TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE images (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        media_type TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        annotations TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_resources (
+        namespace TEXT NOT NULL,
+        lease TEXT NOT NULL,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (namespace, lease, type, id),
+        FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE content (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, digest)
+    ) WITHOUT ROWID;
+    CREATE INDEX content_by_digest ON content(digest);
+    CREATE TABLE ingests (
+        namespace TEXT NOT NULL REFERENCES namespaces(name) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        backend_ref TEXT NOT NULL UNIQUE,
+        expected TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, ref)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 #: table name -> what containerd calls those objects in "still has ..." errors.
-NAMESPACED_TABLES: dict[str, str] = {}
+NAMESPACED_TABLES: dict[str, str] = {
+    "images": "images",
+    "containers": "containers",
+    "content": "blobs",
+}
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -1,8 +1,9 @@
 """The service edge: what every gRPC servicer method goes through.
 
 :func:`servicer` wraps each RPC method of a servicer class so that it
-  * takes the namespace from the ``containerd-namespace`` metadata into the
-    context variable (validated later, by whoever requires one),
+  * takes the namespace (``containerd-namespace``) and lease
+    (``containerd-lease``) metadata into context variables (validated later,
+    by whoever uses them),
   * turns our typed errors into gRPC statuses (with containerd's message
     suffix) and anything unexpected into UNKNOWN, logged with its stack,
   * counts the call and its latency for ``[metrics]``.
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from pycontainerd import errdefs, namespaces
+from pycontainerd import errdefs, leases, namespaces
 from pycontainerd.metrics import REGISTRY
 
 __all__ = ["servicer"]
@@ -31,11 +32,16 @@ C = TypeVar("C", bound=type)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _namespace_from(context: Context) -> str | None:
+def _enter(context: Context) -> None:
+    """Take the namespace and lease headers into this task's context."""
+    ns = lease = None
     for key, value in context.invocation_metadata() or ():
         if key == namespaces.GRPC_HEADER:
-            return value if isinstance(value, str) else value.decode()
-    return None
+            ns = value if isinstance(value, str) else value.decode()
+        elif key == leases.GRPC_HEADER:
+            lease = value if isinstance(value, str) else value.decode()
+    namespaces.set_current(ns)
+    leases.set_current(lease)
 
 
 async def _abort(context: Context, exc: BaseException, method: str) -> None:
@@ -55,7 +61,7 @@ def _code_of(exc: BaseException | None, context: Context) -> str:
 def _wrap_unary(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def handler(self: Any, request: Any, context: Context) -> Any:
-        namespaces.set_current(_namespace_from(context))
+        _enter(context)
         start = time.perf_counter()
         failure: BaseException | None = None
         try:
@@ -74,7 +80,7 @@ def _wrap_unary(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def handler(self: Any, request: Any, context: Context) -> Any:
-        namespaces.set_current(_namespace_from(context))
+        _enter(context)
         start = time.perf_counter()
         failure: BaseException | None = None
         try:
