@@ -3,6 +3,9 @@
 Both daemons run as subprocesses with their own root, state and socket, so
 tests never touch the host's /var/lib or /run and can run beside a daemon
 the host already has.
+
+This module must not import pytest: ``bench/`` (``python -m bench``) uses the
+same helpers to run our daemon and Debian's containerd side by side.
 """
 
 from __future__ import annotations
@@ -92,8 +95,14 @@ def temp_base(prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def pycontainerd(*extra_args: str, config: str | None = None) -> Iterator[RunningDaemon]:
-    """Run our daemon; yields once it serves, stops it (SIGTERM, then KILL) after."""
+def pycontainerd(
+    *extra_args: str, config: str | None = None, log_level: str = "debug"
+) -> Iterator[RunningDaemon]:
+    """Run our daemon; yields once it serves, stops it (SIGTERM, then KILL) after.
+
+    Tests want ``debug`` logs for post-mortems; benchmarks pass ``info``, the
+    level containerd runs at by default.
+    """
     with temp_base("pcd-") as base:
         address = str(base / "pcd.sock")
         log = base / "daemon.log"
@@ -106,7 +115,7 @@ def pycontainerd(*extra_args: str, config: str | None = None) -> Iterator[Runnin
             "--address",
             address,
             "--log-level",
-            "debug",
+            log_level,
         ]
         if config is not None:
             cfg = base / "config.toml"
