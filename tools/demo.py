@@ -46,7 +46,7 @@ def main() -> int:
         step("the daemon's plugins", pyctr, "plugins", "ls", env=env)
         events = subprocess.Popen([pyctr, "events"], env=env, stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
-        step("a namespace with a label", pyctr, "namespaces", "create", "demo", "team=infra", env=env)
+        step("a labelled namespace", pyctr, "namespaces", "create", "demo", "team=infra", env=env)
         step("add a label", pyctr, "namespaces", "label", "demo", "tier=gold", env=env)
         step("list namespaces", pyctr, "namespaces", "ls", env=env)
         step("remove it", pyctr, "namespaces", "rm", "demo", env=env)

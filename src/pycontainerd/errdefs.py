@@ -25,6 +25,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "NotImplemented",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "Unavailable",
@@ -103,6 +104,13 @@ class ResourceExhausted(ContainerdError):
     suffix = "resource exhausted"
 
 
+class OutOfRange(ContainerdError):
+    """An offset past what exists (containerd's content service says OutOfRange)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    suffix = "out of range"
+
+
 class Canceled(ContainerdError):
     code = grpc.StatusCode.CANCELLED
     suffix = "context canceled"
@@ -126,6 +134,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
         Aborted,
         PermissionDenied,
         ResourceExhausted,
+        OutOfRange,
         Canceled,
         DeadlineExceeded,
     )
@@ -148,13 +157,19 @@ def wire_message(exc: BaseException) -> str:
 
 
 def from_status(code: grpc.StatusCode, details: str | None) -> ContainerdError:
-    """Build the exception a status stands for, with the class suffix stripped."""
+    """Build the exception a status stands for, with the class suffix stripped.
+
+    A subclass that shares its parent's code (``Conflict`` travels as
+    FAILED_PRECONDITION) is recognised by its suffix, so the caller gets back
+    the class the daemon raised.
+    """
     cls = _BY_CODE.get(code, Unknown)
     msg = details or cls.suffix
-    for suffix in (cls.suffix, *(sub.suffix for sub in cls.__subclasses__())):
-        if msg.endswith(": " + suffix):
-            msg = msg[: -len(suffix) - 2]
-            break
+    for klass in (*cls.__subclasses__(), cls):
+        if msg == klass.suffix:
+            return klass()
+        if msg.endswith(": " + klass.suffix):
+            return klass(msg[: -len(klass.suffix) - 2])
     return cls(msg)
 
 

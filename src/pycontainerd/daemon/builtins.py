@@ -7,10 +7,15 @@ import importlib
 __all__ = ["load"]
 
 MODULES = (
+    "pycontainerd.content.local",
     "pycontainerd.metadata",
     "pycontainerd.services.version",
     "pycontainerd.services.healthcheck",
     "pycontainerd.services.namespaces",
+    "pycontainerd.services.containers",
+    "pycontainerd.services.images",
+    "pycontainerd.services.leases",
+    "pycontainerd.services.content",
     "pycontainerd.services.events",
     "pycontainerd.services.introspection",
 )

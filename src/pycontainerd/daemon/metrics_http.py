@@ -16,7 +16,9 @@ __all__ = ["MetricsServer"]
 
 class MetricsServer:
     def __init__(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError("want host:port, e.g. 127.0.0.1:1338")
         self._host = host.strip("[]") or "127.0.0.1"
         self._port = int(port)
         self._server: asyncio.base_events.Server | None = None

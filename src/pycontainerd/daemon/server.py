@@ -11,12 +11,14 @@ import contextlib
 import dataclasses
 import fcntl
 import io
+import linecache
 import logging
 import os
 import signal
 import sys
-import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import grpc
@@ -48,6 +50,8 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._metrics: MetricsServer | None = None
         self._lock_fd: int | None = None
+        #: Set once our listener owns the socket file; only then may stop() remove it.
+        self._bound = False
 
     # --- start-up ------------------------------------------------------------
 
@@ -99,8 +103,11 @@ class Server:
 
     async def start(self) -> None:
         for d in (self.root, self.state):
-            d.mkdir(parents=True, exist_ok=True, mode=0o711)
-            os.chmod(d, 0o711)
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o711)
+                os.chmod(d, 0o711)
+            except OSError as exc:
+                raise StartupError(f"{d}: cannot create directory: {exc.strerror}") from None
         self._lock_root()
         try:
             prepare_socket(self.address)
@@ -125,6 +132,7 @@ class Server:
         try:
             if self._grpc.add_insecure_port(f"unix://{self.address}") == 0:
                 raise StartupError(f"{self.address}: cannot listen")
+            self._bound = True
             await self._grpc.start()
         except RuntimeError as exc:
             raise StartupError(f"{self.address}: cannot listen: {exc}") from None
@@ -132,8 +140,14 @@ class Server:
             os.umask(old)
         finish_socket(self.address, grpc_cfg.uid, grpc_cfg.gid)
         if self.config.metrics.address:
-            self._metrics = MetricsServer(self.config.metrics.address)
-            await self._metrics.start()
+            address = self.config.metrics.address
+            try:
+                metrics = MetricsServer(address)
+                await metrics.start()
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise StartupError(f"metrics address {address}: {reason}") from None
+            self._metrics = metrics
         log.info("serving...", extra={"address": str(self.address)})
         log.info("containerd successfully booted")
 
@@ -151,12 +165,16 @@ class Server:
                     await plugin.close_instance(p.instance)
                 except Exception:
                     log.exception("closing plugin failed", extra={"id": p.registration.uri})
-        with contextlib.suppress(FileNotFoundError):
-            self.address.unlink()
+        if self._bound:
+            # Never before: a daemon that failed to start (root locked, address in
+            # use) must not remove the socket of the daemon that is serving on it.
+            with contextlib.suppress(FileNotFoundError):
+                self.address.unlink()
+            self._bound = False
+            log.info("stopped")
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        log.info("stopped")
 
     async def serve_forever(self) -> None:
         """Start, then run until SIGTERM or SIGINT; SIGUSR1 dumps task stacks."""
@@ -173,18 +191,36 @@ class Server:
             await self.stop()
 
 
+def _write_frames(buf: io.StringIO, frames: list[FrameType]) -> None:
+    # Not Task.print_stack()/traceback: both fail on a frame whose f_lineno is
+    # None (a coroutine that has not started yet), losing the whole dump.
+    for f in frames:
+        code, lineno = f.f_code, f.f_lineno
+        buf.write(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+        if lineno is not None:
+            line = linecache.getline(code.co_filename, lineno, f.f_globals).strip()
+            if line:
+                buf.write(f"    {line}\n")
+
+
 def dump_stacks() -> None:
     """Log every asyncio task's and thread's stack (kill -USR1 <pid>)."""
     buf = io.StringIO()
     for task in asyncio.all_tasks():
         buf.write(f"--- task {task.get_name()} ({task.get_coro()!r})\n")
-        task.print_stack(file=buf)
+        _write_frames(buf, task.get_stack())
     for ident, frame in sys._current_frames().items():
         buf.write(f"--- thread {ident}\n")
-        traceback.print_stack(frame, file=buf)
+        _write_frames(buf, list(reversed(list(_walk(frame)))))
     log.info(
         "=== BEGIN goroutine stack dump ===\n%s=== END goroutine stack dump ===", buf.getvalue()
     )
+
+
+def _walk(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pycontainerd import plugin
+from pycontainerd.content import Store as ContentBackend
+from pycontainerd.metadata.containers import ContainerStore
+from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database
+from pycontainerd.metadata.images import ImageStore
+from pycontainerd.metadata.leases import LeaseManager
 from pycontainerd.metadata.namespaces import Namespace, NamespaceStore
 
-__all__ = ["Database", "Metadata", "Namespace", "NamespaceStore"]
+__all__ = [
+    "ContainerStore",
+    "ContentStore",
+    "Database",
+    "ImageStore",
+    "LeaseManager",
+    "Metadata",
+    "Namespace",
+    "NamespaceStore",
+]
 
 
 @dataclass(slots=True)
@@ -18,11 +32,24 @@ class Metadata:
 
     db: Database
     namespaces: NamespaceStore
+    containers: ContainerStore = field(init=False)
+    images: ImageStore = field(init=False)
+    leases: LeaseManager = field(init=False)
+    #: The namespaced view of the content store; None when no backend was given.
+    content: ContentStore | None = None
+
+    def __post_init__(self) -> None:
+        self.containers = ContainerStore(self.db)
+        self.images = ImageStore(self.db)
+        self.leases = LeaseManager(self.db)
 
     @classmethod
-    def open(cls, root: Path) -> Metadata:
+    def open(cls, root: Path, *, content_store: ContentBackend | None = None) -> Metadata:
         db = Database(root / "meta.db")
-        return cls(db=db, namespaces=NamespaceStore(db))
+        md = cls(db=db, namespaces=NamespaceStore(db))
+        if content_store is not None:
+            md.content = ContentStore(db, content_store)
+        return md
 
     def close(self) -> None:
         self.db.close()
@@ -30,7 +57,14 @@ class Metadata:
 
 def _init(ctx: plugin.InitContext) -> Metadata:
     ctx.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    return Metadata.open(ctx.root)
+    return Metadata.open(ctx.root, content_store=ctx.get(plugin.PluginType.CONTENT))
 
 
-plugin.register(plugin.Registration(type=plugin.PluginType.METADATA, id="sqlite", init=_init))
+plugin.register(
+    plugin.Registration(
+        type=plugin.PluginType.METADATA,
+        id="sqlite",
+        init=_init,
+        requires=(plugin.PluginType.CONTENT,),
+    )
+)

@@ -23,6 +23,9 @@ their serialized bytes.
             PK(namespace, digest))      -- a blob's visibility in a namespace
     ingests(namespace, ref, backend_ref, expected, created_at;
             PK(namespace, ref))        -- namespaced names of backend ingests
+        backend_ref: the content store's ref, ``<ns>/<seq>/<ref>``; expected:
+        set only while the ingest shares a blob another namespace committed
+        (no backend ingest exists then; GC keeps that blob)
 
 The tables of objects a user keeps (images, containers, blobs; snapshots
 later) are listed in ``NAMESPACED_TABLES`` so a namespace that still holds
@@ -153,6 +156,10 @@ class Database:
         self._reader = _connect(path)
         self._reader_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metadata-writer")
+        #: Bumped by every change that may leave garbage behind (a deleted image,
+        #: container or lease, a dropped lease resource), as containerd's
+        #: ``db.dirty``: the garbage collector runs when it has moved.
+        self.dirty = 0
 
     def _migrate(self) -> None:
         (version,) = self._writer.execute("PRAGMA user_version").fetchone()
@@ -199,6 +206,10 @@ class Database:
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
+
+    def mark_dirty(self) -> None:
+        """Note that a change inside the current write may have orphaned something."""
+        self.dirty += 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

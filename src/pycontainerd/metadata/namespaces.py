@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import time
 from collections.abc import Mapping
-import builtins
 from dataclasses import dataclass, field
 
 from pycontainerd import errdefs, labels, namespaces
 from pycontainerd.errdefs import q
 from pycontainerd.metadata.db import NAMESPACED_TABLES, Database
 
-__all__ = ["Namespace", "NamespaceStore"]
+__all__ = ["Namespace", "NamespaceStore", "ensure_namespace"]
 
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def ensure_namespace(conn: sqlite3.Connection, name: str) -> None:
+    """Create ``name`` if missing, inside the caller's write transaction.
+
+    Creating any object in a namespace creates the namespace, as in containerd.
+    """
+    now = time.time()
+    conn.execute(
+        "INSERT OR IGNORE INTO namespaces(name, labels, created_at, updated_at) "
+        "VALUES (?, '{}', ?, ?)",
+        (name, now, now),
+    )
 
 
 def _not_found(name: str) -> errdefs.NotFound:

@@ -58,7 +58,7 @@ def _code_of(exc: BaseException | None, context: Context) -> str:
     return errdefs.to_grpc_code(exc).name
 
 
-def _wrap_unary(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_unary(method: str, fn: Callable[..., Any], kind: str = "unary") -> Callable[..., Any]:
     @functools.wraps(fn)
     async def handler(self: Any, request: Any, context: Context) -> Any:
         _enter(context)
@@ -72,12 +72,14 @@ def _wrap_unary(method: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             failure = exc
             await _abort(context, exc, method)
         finally:
-            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start)
+            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start, kind)
 
     return handler
 
 
-def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+def _wrap_stream(
+    method: str, fn: Callable[..., AsyncIterator[Any]], kind: str = "server_stream"
+) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def handler(self: Any, request: Any, context: Context) -> Any:
         _enter(context)
@@ -92,24 +94,33 @@ def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable
             failure = exc
             await _abort(context, exc, method)
         finally:
-            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start)
+            REGISTRY.observe(method, _code_of(failure, context), time.perf_counter() - start, kind)
 
     return handler
 
 
 def servicer(service: str) -> Callable[[C], C]:
-    """Class decorator: wrap every RPC the generated base class declares."""
+    """Class decorator: wrap every RPC the generated base class declares.
+
+    A method written as an async generator streams its responses; one whose
+    generated signature takes ``request_iterator`` streams its requests (the
+    handler then gets the request iterator where others get the request).
+    Both kinds go through the same edge; only the metrics label differs.
+    """
 
     def decorate(cls: C) -> C:
         base = next(b for b in cls.__mro__[1:] if b.__name__.endswith("Servicer"))
-        for name, _ in inspect.getmembers(base, inspect.isfunction):
+        for name, base_fn in inspect.getmembers(base, inspect.isfunction):
             if name.startswith("_") or name not in cls.__dict__:
                 continue
             fn = cls.__dict__[name]
             full = f"/{service}/{name}"
-            wrapped = (
-                _wrap_stream(full, fn) if inspect.isasyncgenfunction(fn) else _wrap_unary(full, fn)
-            )
+            client_streams = "request_iterator" in inspect.signature(base_fn).parameters
+            if inspect.isasyncgenfunction(fn):
+                kind = "bidi_stream" if client_streams else "server_stream"
+                wrapped = _wrap_stream(full, fn, kind)
+            else:
+                wrapped = _wrap_unary(full, fn, "client_stream" if client_streams else "unary")
             setattr(cls, name, wrapped)
         return cls
 

@@ -70,10 +70,12 @@ class NamespacesService(pb_grpc.NamespacesServicer):
 
     async def Delete(self, request: pb.DeleteNamespaceRequest, context: Any) -> empty_pb2.Empty:
         await self._store.delete(request.name)
+        # containerd publishes the delete in the deleted namespace itself, so a
+        # subscriber filtering on namespace==NAME sees its namespace go away.
         await self._events.publish(
             "/namespaces/delete",
             events_pb.NamespaceDelete(name=request.name),
-            namespace=_event_namespace(),
+            namespace=request.name,
         )
         return empty_pb2.Empty()
 

@@ -8,6 +8,7 @@ that survives that rewrite.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,20 @@ from google.protobuf import empty_pb2, field_mask_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pycontainerd import errdefs, namespaces, typeurl
+from pycontainerd import errdefs, leases, namespaces, typeurl
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
+from pycontainerd.client._async.containers import (
+    AsyncContainer,
+    AsyncContainers,
+    NewContainerOpt,
+)
+from pycontainerd.client._async.containers import build as build_container
+from pycontainerd.client._async.content import AsyncContent
+from pycontainerd.client._async.images import AsyncImages
+from pycontainerd.client._async.leases import AsyncLeases, AsyncLeaseScope
 from pycontainerd.client._shared import (
     DEFAULT_ADDRESS,
     ServerInfo,
@@ -155,6 +165,10 @@ class AsyncClient:
         self._call = call
         self.namespaces = AsyncNamespaces(call)
         self.events = AsyncEvents(call)
+        self.containers = AsyncContainers(call)
+        self.images = AsyncImages(call)
+        self.leases = AsyncLeases(call)
+        self.content = AsyncContent(call)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -194,6 +208,82 @@ class AsyncClient:
         except grpc.RpcError:
             return False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the daemon to accept calls.
+
+        A dial timeout, like containerd's ``WithTimeout``: without it the
+        first call fails at once when the socket is not there yet.  Raises
+        ``Unavailable`` when the deadline passes.
+        """
+        try:
+            await self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return  # connected; the daemon just has no health service
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise errdefs.Unavailable(
+                    f"failed to dial {errdefs.q(self.address)}: context deadline exceeded"
+                ) from exc
+            raise errdefs.from_grpc(exc) from exc
+
+    # --- containers and leases ------------------------------------------------
+
+    async def new_container(
+        self,
+        id: str,
+        *opts: NewContainerOpt,
+        labels: Mapping[str, str] | None = None,
+        image: str | None = None,
+        runtime: str | None = None,
+        runtime_options: Any = None,
+        spec: Mapping[str, Any] | Any = None,
+        snapshotter: str | None = None,
+        snapshot_key: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> AsyncContainer:
+        """Create a container record; keyword fields first, then ``opts`` in order.
+
+        ``spec`` is an OCI spec as a mapping (see :mod:`pycontainerd.oci.spec`)
+        or a packed Any; ``runtime`` defaults to ``io.containerd.runc.v2``.
+        """
+        record = build_container(
+            id,
+            opts,
+            labels=dict(labels) if labels is not None else None,
+            image=image,
+            runtime=runtime,
+            runtime_options=runtime_options,
+            spec=spec,
+            snapshotter=snapshotter,
+            snapshot_key=snapshot_key,
+            extensions=dict(extensions) if extensions is not None else None,
+        )
+        return AsyncContainer(self.containers, await self.containers.create(record))
+
+    async def load_container(self, id: str) -> AsyncContainer:
+        """The container ``id`` of the current namespace (NotFound if none)."""
+        return AsyncContainer(self.containers, await self.containers.get(id))
+
+    async def list_containers(self, *filters: str) -> list[AsyncContainer]:
+        """Containers matching any of ``filters`` (``labels.app==web``...)."""
+        return [AsyncContainer(self.containers, r) for r in await self.containers.list(*filters)]
+
+    def lease(
+        self,
+        id: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        expiration: dt.timedelta | None = leases.DEFAULT_EXPIRATION,
+        sync: bool = False,
+    ) -> AsyncLeaseScope:
+        """``async with client.lease() as lease:`` -- requests in the block carry
+        the lease; it expires after ``expiration`` (None: never) and is deleted
+        when the block ends."""
+        return AsyncLeaseScope(self.leases, id, labels, expiration, sync)
 
     async def plugins(self, *filters: str) -> list[PluginInfo]:
         req = introspection_pb2.PluginsRequest(filters=list(filters))

@@ -9,6 +9,7 @@ that survives that rewrite.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,20 @@ from google.protobuf import empty_pb2, field_mask_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pycontainerd import errdefs, namespaces, typeurl
+from pycontainerd import errdefs, leases, namespaces, typeurl
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
+from pycontainerd.client._sync.containers import (
+    Container,
+    Containers,
+    NewContainerOpt,
+)
+from pycontainerd.client._sync.containers import build as build_container
+from pycontainerd.client._sync.content import Content
+from pycontainerd.client._sync.images import Images
+from pycontainerd.client._sync.leases import Leases, LeaseScope
 from pycontainerd.client._shared import (
     DEFAULT_ADDRESS,
     ServerInfo,
@@ -156,6 +166,10 @@ class Client:
         self._call = call
         self.namespaces = Namespaces(call)
         self.events = Events(call)
+        self.containers = Containers(call)
+        self.images = Images(call)
+        self.leases = Leases(call)
+        self.content = Content(call)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -195,6 +209,82 @@ class Client:
         except grpc.RpcError:
             return False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the daemon to accept calls.
+
+        A dial timeout, like containerd's ``WithTimeout``: without it the
+        first call fails at once when the socket is not there yet.  Raises
+        ``Unavailable`` when the deadline passes.
+        """
+        try:
+            self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return  # connected; the daemon just has no health service
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise errdefs.Unavailable(
+                    f"failed to dial {errdefs.q(self.address)}: context deadline exceeded"
+                ) from exc
+            raise errdefs.from_grpc(exc) from exc
+
+    # --- containers and leases ------------------------------------------------
+
+    def new_container(
+        self,
+        id: str,
+        *opts: NewContainerOpt,
+        labels: Mapping[str, str] | None = None,
+        image: str | None = None,
+        runtime: str | None = None,
+        runtime_options: Any = None,
+        spec: Mapping[str, Any] | Any = None,
+        snapshotter: str | None = None,
+        snapshot_key: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> Container:
+        """Create a container record; keyword fields first, then ``opts`` in order.
+
+        ``spec`` is an OCI spec as a mapping (see :mod:`pycontainerd.oci.spec`)
+        or a packed Any; ``runtime`` defaults to ``io.containerd.runc.v2``.
+        """
+        record = build_container(
+            id,
+            opts,
+            labels=dict(labels) if labels is not None else None,
+            image=image,
+            runtime=runtime,
+            runtime_options=runtime_options,
+            spec=spec,
+            snapshotter=snapshotter,
+            snapshot_key=snapshot_key,
+            extensions=dict(extensions) if extensions is not None else None,
+        )
+        return Container(self.containers, self.containers.create(record))
+
+    def load_container(self, id: str) -> Container:
+        """The container ``id`` of the current namespace (NotFound if none)."""
+        return Container(self.containers, self.containers.get(id))
+
+    def list_containers(self, *filters: str) -> list[Container]:
+        """Containers matching any of ``filters`` (``labels.app==web``...)."""
+        return [Container(self.containers, r) for r in self.containers.list(*filters)]
+
+    def lease(
+        self,
+        id: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        expiration: dt.timedelta | None = leases.DEFAULT_EXPIRATION,
+        sync: bool = False,
+    ) -> LeaseScope:
+        """``with client.lease() as lease:`` -- requests in the block carry
+        the lease; it expires after ``expiration`` (None: never) and is deleted
+        when the block ends."""
+        return LeaseScope(self.leases, id, labels, expiration, sync)
 
     def plugins(self, *filters: str) -> list[PluginInfo]:
         req = introspection_pb2.PluginsRequest(filters=list(filters))

@@ -1,0 +1,34 @@
+"""pyctr's command groups, one module each; ``main`` registers ``COMMANDS``.
+
+To add a group (``containers``, ``images``, ``tasks``…), write a module whose
+``command`` is a :class:`pycontainerd.cli.app.Group` or ``Command`` and list
+it here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pycontainerd.cli.commands import (
+    containers,
+    content,
+    events,
+    images,
+    leases,
+    namespaces,
+    plugins,
+    version,
+)
+
+__all__ = ["COMMANDS"]
+
+COMMANDS: tuple[click.Command, ...] = (
+    containers.command,
+    content.command,
+    events.command,
+    images.command,
+    leases.command,
+    namespaces.command,
+    plugins.command,
+    version.command,
+)

@@ -1,0 +1,242 @@
+"""``pyctr containers``: create, list, inspect, label and remove containers.
+
+Output follows ``ctr containers``: ``ls`` prints ``CONTAINER IMAGE RUNTIME``,
+``info`` the record as ctr's JSON (Go field names, the spec decoded), and
+``label`` the labels after the change as ``k=v,...``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from google.protobuf import any_pb2
+
+from pycontainerd import containers, errdefs, typeurl
+from pycontainerd.api.runtime.v2.runc.options import oci_pb2 as runc_options
+from pycontainerd.cli import gofmt
+from pycontainerd.cli.app import Globals, Group, echo_table, label_args, pass_globals
+from pycontainerd.client._sync.containers import DEFAULT_RUNTIME
+from pycontainerd.oci import spec as oci
+
+__all__ = ["command", "info_json"]
+
+log = logging.getLogger("pycontainerd.cli")
+
+# ctr stops reading flags at the first argument: the rest is the command.
+_ARGS_AFTER_FIRST = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+_NAMES_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
+
+
+@click.group("containers", cls=Group, aliases=["c", "container"])
+def command() -> None:
+    """Manage containers."""
+
+
+def _env_file(path: str) -> list[str]:
+    lines = Path(path).read_text().splitlines()
+    return [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
+
+
+@command.command("create", context_settings=_ARGS_AFTER_FIRST)
+@click.option(
+    "--snapshotter", envvar="CONTAINERD_SNAPSHOTTER", default="", help="Snapshotter name."
+)
+@click.option("--config", "-c", "config_path", default="", help="Path to a runtime spec file.")
+@click.option("--cwd", default="", help="Working directory of the process.")
+@click.option("--env", multiple=True, help="Environment variable (FOO=bar); repeatable.")
+@click.option("--env-file", default="", help="File of environment variables, one a line.")
+@click.option("--label", multiple=True, help="Container label (foo=bar); repeatable.")
+@click.option("--annotation", multiple=True, help="OCI annotation (foo=bar); repeatable.")
+@click.option("--net-host", is_flag=True, help="Use the host's network.")
+@click.option("--read-only", is_flag=True, help="Make the root filesystem read-only.")
+@click.option("--runtime", default=DEFAULT_RUNTIME, show_default=True, help="Runtime name.")
+@click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container.")
+@click.option("--allow-new-privs", is_flag=True, help="Turn off NoNewPrivileges.")
+@click.option("--memory-limit", type=int, default=0, help="Memory limit in bytes.")
+@click.option("--cap-add", multiple=True, help="Add a capability (CAP_...); repeatable.")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (CAP_...); repeatable.")
+@click.option("--rootfs", is_flag=True, help="Use a root filesystem directory, not an image.")
+@click.argument("args", nargs=-1, metavar="IMAGE|ROOTFS CONTAINER [COMMAND] [ARG...]")
+@pass_globals
+def create(g: Globals, /, args: tuple[str, ...], **opts: Any) -> None:
+    """Create a container (its record and OCI spec; no task is started)."""
+    if opts["config_path"]:
+        if len(args) > 1:
+            raise errdefs.InvalidArgument(
+                "with spec config file, only container id should be provided"
+            )
+        id = args[0] if args else ""
+        ref = ""
+    else:
+        ref = args[0] if args else ""
+        id = args[1] if len(args) > 1 else ""
+        if not ref:
+            raise errdefs.InvalidArgument("image ref must be provided")
+    if not id:
+        raise errdefs.InvalidArgument("container id must be provided")
+    client = g.client()
+    labels = label_args(opts["label"])
+    if opts["config_path"]:
+        spec: dict[str, Any] = json.loads(Path(opts["config_path"]).read_text())
+    else:
+        if not opts["rootfs"]:
+            raise errdefs.NotImplemented(
+                "creating a container from an image is not supported yet; use --rootfs"
+            )
+        spec = oci.generate(g.namespace, id, *_spec_opts(ref, args[2:], labels, opts))
+    runtime = opts["runtime"]
+    options = (
+        typeurl.marshal_any(runc_options.Options()) if runtime == "io.containerd.runc.v2" else None
+    )
+    client.new_container(
+        id,
+        labels=labels,
+        runtime=runtime,
+        runtime_options=options,
+        spec=spec,
+    )
+
+
+def _spec_opts(
+    rootfs: str, process_args: tuple[str, ...], labels: Mapping[str, str], opts: dict[str, Any]
+) -> list[oci.SpecOpt]:
+    """The spec options ctr applies for these flags, in ctr's order."""
+    result: list[oci.SpecOpt] = []
+    if opts["env_file"]:
+        result.append(oci.with_env(_env_file(opts["env_file"])))
+    result.append(oci.with_env(opts["env"]))
+    result.append(oci.with_root_path(os.path.abspath(rootfs)))
+    if opts["read_only"]:
+        result.append(oci.with_readonly_rootfs)
+    if process_args:
+        result.append(oci.with_process_args(*process_args))
+    if opts["cwd"]:
+        result.append(oci.with_process_cwd(opts["cwd"]))
+    if opts["tty"]:
+        result.append(oci.with_tty)
+    if opts["net_host"]:
+        result += [
+            oci.with_host_namespace("network"),
+            oci.with_host_hosts_file,
+            oci.with_host_resolvconf,
+            oci.with_env([f"HOSTNAME={os.uname().nodename}"]),
+        ]
+    if opts["allow_new_privs"]:
+        result.append(oci.with_new_privileges)
+    if opts["memory_limit"]:
+        result.append(oci.with_memory_limit(opts["memory_limit"]))
+    if opts["cap_add"]:
+        result.append(oci.with_add_capabilities(opts["cap_add"]))
+    if opts["cap_drop"]:
+        result.append(oci.with_drop_capabilities(opts["cap_drop"]))
+    result.append(oci.with_annotations(labels))
+    result.append(oci.with_annotations(label_args(opts["annotation"])))
+    return result
+
+
+@command.command("ls", aliases=["list"])
+@click.option("-q", "--quiet", is_flag=True, help="Print only the container ids.")
+@click.argument("filters", nargs=-1)
+@pass_globals
+def list_containers(g: Globals, quiet: bool, filters: tuple[str, ...]) -> None:
+    """List containers, optionally filtered (id==web, labels.app==x, image~=busybox)."""
+    records = g.client().containers.list(*filters)
+    if quiet:
+        click.echo("".join(f"{c.id}\n" for c in records), nl=False)
+        return
+    rows = [["CONTAINER", "IMAGE", "RUNTIME"]]
+    rows += [[c.id, c.image or "-", c.runtime.name] for c in records]
+    # ctr's tabwriter.NewWriter(os.Stdout, 4, 8, 4, ' ', 0)
+    echo_table(rows, minwidth=4, tabwidth=8, padding=4)
+
+
+def _any_json(value: any_pb2.Any | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    out: dict[str, str] = {}
+    if value.type_url:
+        out["type_url"] = value.type_url
+    if value.value:
+        out["value"] = base64.b64encode(value.value).decode()
+    return out
+
+
+def info_json(c: containers.Container) -> dict[str, Any]:
+    """A record as ``ctr containers info`` prints it (Go's field names and order)."""
+    info: dict[str, Any] = {
+        "ID": c.id,
+        "Labels": dict(c.labels) or None,
+        "Image": c.image,
+        "Runtime": {"Name": c.runtime.name, "Options": _any_json(c.runtime.options)},
+        "SnapshotKey": c.snapshot_key,
+        "Snapshotter": c.snapshotter,
+        "CreatedAt": gofmt.rfc3339nano(c.created_at),
+        "UpdatedAt": gofmt.rfc3339nano(c.updated_at),
+        "Extensions": {k: _any_json(v) for k, v in c.extensions.items()} or None,
+    }
+    if c.spec is not None and c.spec.value:
+        info["Spec"] = oci.from_any(c.spec)
+    else:
+        info["Spec"] = _any_json(c.spec)
+    return info
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=4, ensure_ascii=False))
+
+
+@command.command("info", context_settings=_NAMES_MAY_START_WITH_DASH)
+@click.option("--spec", "spec_only", is_flag=True, help="Only display the spec.")
+@click.argument("id", required=False, default="")
+@pass_globals
+def info(g: Globals, spec_only: bool, id: str) -> None:
+    """Get info about a container."""
+    if not id:
+        raise errdefs.InvalidArgument("container id must be provided")
+    record = g.client().containers.get(id)
+    if spec_only:
+        _print_json(oci.from_any(record.spec) if record.spec is not None else None)
+        return
+    _print_json(info_json(record))
+
+
+@command.command("label", context_settings=_NAMES_MAY_START_WITH_DASH)
+@click.argument("id", required=False, default="")
+@click.argument("labels", nargs=-1, metavar="[KEY=VALUE]...")
+@pass_globals
+def set_labels(g: Globals, id: str, labels: tuple[str, ...]) -> None:
+    """Set and clear labels for a container; an empty value (KEY=) clears the label."""
+    if not id:
+        raise errdefs.InvalidArgument("container id must be provided")
+    client = g.client()
+    container = client.load_container(id)
+    after = container.set_labels(label_args(labels))
+    click.echo(",".join(f"{k}={v}" for k, v in sorted(after.items())))
+
+
+@command.command("rm", aliases=["delete", "del", "remove"])
+@click.option("--keep-snapshot", is_flag=True, help="Do not clean up the container's snapshot.")
+@click.argument("ids", nargs=-1)
+@pass_globals
+def remove(g: Globals, keep_snapshot: bool, ids: tuple[str, ...]) -> None:
+    """Delete one or more containers; the others are still tried when one fails."""
+    if not ids:
+        raise errdefs.InvalidArgument("must specify at least one container to delete")
+    client = g.client()
+    first: errdefs.ContainerdError | None = None
+    for id in ids:
+        try:
+            # Loading first gives ctr's "in namespace" message for a missing id.
+            client.load_container(id).delete()
+        except errdefs.ContainerdError as exc:
+            first = first or exc
+            log.error("failed to delete container %s: %s", errdefs.q(id), errdefs.wire_message(exc))
+    if first is not None:
+        raise first

@@ -1,0 +1,204 @@
+"""Containers over the containers service: records, and the handle users hold.
+
+``client.containers`` is the store face (create, get, list, update, delete
+of :class:`pycontainerd.containers.Container` records).  ``client.new_container``
+and ``client.load_container`` return an :class:`AsyncContainer`, the handle
+containerd's Go client calls ``Container``: it knows its id and reads or
+changes its record on demand.
+
+Like containerd's ``NewContainerOpts``, a container is built by options:
+plain callables that take the record being built and return it changed
+(records are frozen), e.g. ``with_container_labels({"app": "web"})``.
+
+This module is converted to the sync client by ``tools/unasync.py``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import any_pb2, field_mask_pb2
+
+from pycontainerd import containers, errdefs
+from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from pycontainerd.oci import spec as oci_spec
+from pycontainerd.wire import containers as wire
+
+if TYPE_CHECKING:
+    from pycontainerd.client._async.client import _Call
+
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "AsyncContainer",
+    "AsyncContainers",
+    "NewContainerOpt",
+    "with_container_extension",
+    "with_container_labels",
+    "with_image_name",
+    "with_runtime",
+    "with_snapshot",
+    "with_snapshotter",
+    "with_spec",
+]
+
+#: The runtime a new container gets unless told otherwise (containerd's default).
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+
+NewContainerOpt = Callable[[containers.Container], containers.Container]
+"""An option for ``new_container``: takes the record being built, returns it changed."""
+
+
+def with_container_labels(labels: Mapping[str, str]) -> NewContainerOpt:
+    """Add (or replace) labels on the new container."""
+    return lambda c: dataclasses.replace(c, labels={**c.labels, **labels})
+
+
+def with_image_name(name: str) -> NewContainerOpt:
+    """Record the image the container was made from (by name only)."""
+    return lambda c: dataclasses.replace(c, image=name)
+
+
+def with_runtime(name: str, options: any_pb2.Any | None = None) -> NewContainerOpt:
+    """Run the container's tasks with ``name`` (``io.containerd.runc.v2``) and options."""
+    return lambda c: dataclasses.replace(c, runtime=containers.RuntimeInfo(name, options))
+
+
+def with_spec(spec: Mapping[str, Any] | any_pb2.Any) -> NewContainerOpt:
+    """Set the OCI runtime spec, as a JSON-like mapping or an already packed Any."""
+    packed = spec if isinstance(spec, any_pb2.Any) else oci_spec.to_any(spec)
+    return lambda c: dataclasses.replace(c, spec=packed)
+
+
+def with_snapshotter(name: str) -> NewContainerOpt:
+    """Name the snapshotter holding the container's root filesystem."""
+    return lambda c: dataclasses.replace(c, snapshotter=name)
+
+
+def with_snapshot(key: str) -> NewContainerOpt:
+    """Use the existing snapshot ``key`` as the container's root filesystem."""
+    return lambda c: dataclasses.replace(c, snapshot_key=key)
+
+
+def with_container_extension(name: str, value: any_pb2.Any) -> NewContainerOpt:
+    """Attach an extension (any packed message) under ``name``."""
+    return lambda c: dataclasses.replace(c, extensions={**c.extensions, name: value})
+
+
+class AsyncContainers:
+    """``client.containers``: the containers service as a store of records."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+        self._stub = containers_pb2_grpc.ContainersStub(call.channel)
+
+    async def create(self, container: containers.Container) -> containers.Container:
+        req = containers_pb2.CreateContainerRequest(container=wire.to_pb(container))
+        resp = await self._call.unary(self._stub.Create, req)
+        return wire.from_pb(resp.container)
+
+    async def get(self, id: str) -> containers.Container:
+        resp = await self._call.unary(self._stub.Get, containers_pb2.GetContainerRequest(id=id))
+        return wire.from_pb(resp.container)
+
+    async def list(self, *filters: str) -> builtins.list[containers.Container]:
+        """Containers matching any of ``filters``, streamed (a daemon without
+        ``ListStream`` is asked with ``List``, as containerd's client does)."""
+        req = containers_pb2.ListContainersRequest(filters=list(filters))
+        call = self._stub.ListStream(
+            req, metadata=self._call.metadata(), timeout=self._call.timeout
+        )
+        result: builtins.list[containers.Container] = []
+        try:
+            async for msg in call:
+                result.append(wire.from_pb(msg.container))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise errdefs.from_grpc(exc) from exc
+            resp = await self._call.unary(self._stub.List, req)
+            return [wire.from_pb(c) for c in resp.containers]
+        return result
+
+    async def update(
+        self, container: containers.Container, *fieldpaths: str
+    ) -> containers.Container:
+        """Change the fields named by ``fieldpaths`` (``labels.KEY``, ``spec``, ...),
+        or every replaceable field when none are given."""
+        req = containers_pb2.UpdateContainerRequest(container=wire.to_pb(container))
+        if fieldpaths:
+            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(fieldpaths)))
+        resp = await self._call.unary(self._stub.Update, req)
+        return wire.from_pb(resp.container)
+
+    async def delete(self, id: str) -> None:
+        await self._call.unary(self._stub.Delete, containers_pb2.DeleteContainerRequest(id=id))
+
+
+class AsyncContainer:
+    """A container of the daemon, by id; methods read or change its record."""
+
+    def __init__(self, store: AsyncContainers, record: containers.Container) -> None:
+        self._store = store
+        self._record = record
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    def __repr__(self) -> str:
+        return f"<Container {self.id!r}>"
+
+    async def info(self, *, refresh: bool = True) -> containers.Container:
+        """The container's record, fetched again unless ``refresh=False``."""
+        if refresh:
+            self._record = await self._store.get(self.id)
+        return self._record
+
+    async def labels(self) -> dict[str, str]:
+        return dict((await self.info()).labels)
+
+    async def set_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """Set labels (an empty value removes one); returns all labels after."""
+        record = containers.Container(id=self.id, labels=dict(labels))
+        self._record = await self._store.update(record, *(f"labels.{k}" for k in labels))
+        return dict(self._record.labels)
+
+    async def spec(self) -> dict[str, Any]:
+        """The OCI runtime spec, decoded from its JSON."""
+        record = await self.info()
+        if record.spec is None:
+            raise errdefs.NotFound(f"container {errdefs.q(self.id)} has no spec")
+        decoded: dict[str, Any] = json.loads(record.spec.value)
+        return decoded
+
+    async def update(self, *opts: NewContainerOpt) -> containers.Container:
+        """Apply options to the current record and store every replaceable field."""
+        record = await self.info()
+        for opt in opts:
+            record = opt(record)
+        self._record = await self._store.update(record)
+        return self._record
+
+    async def delete(self) -> None:
+        await self._store.delete(self.id)
+
+
+def build(id: str, opts: tuple[NewContainerOpt, ...], **fields: Any) -> containers.Container:
+    """The record ``new_container`` sends: keyword fields first, then the options."""
+    spec = fields.pop("spec", None)
+    runtime = fields.pop("runtime", None) or DEFAULT_RUNTIME
+    runtime_options = fields.pop("runtime_options", None)
+    record = containers.Container(
+        id=id,
+        runtime=containers.RuntimeInfo(runtime, runtime_options),
+        **{k: v for k, v in fields.items() if v is not None},
+    )
+    if spec is not None:
+        record = with_spec(spec)(record)
+    for opt in opts:
+        record = opt(record)
+    return record

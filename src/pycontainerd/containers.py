@@ -1,0 +1,46 @@
+"""Containers: the metadata record of a container and the store contract.
+
+A container is only metadata (containerd's ``containers.Container``): an id,
+labels, the image it came from, the runtime that will run its tasks, its OCI
+spec, and the snapshot holding its root filesystem.  Running it is the task
+service's business.  The daemon keeps these in the metadata database
+(:mod:`pycontainerd.metadata.containers`); the client reads and writes them
+over the containers service.  Both speak this module's types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+
+__all__ = ["EPOCH", "Container", "RuntimeInfo"]
+
+#: The zero time: what a record that was never stored carries.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """The runtime (``io.containerd.runc.v2``) and its options as an Any."""
+
+    name: str = ""
+    options: any_pb2.Any | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container record; ``spec`` is the OCI spec packed in an Any."""
+
+    id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""
+    runtime: RuntimeInfo = field(default_factory=RuntimeInfo)
+    spec: any_pb2.Any | None = None
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    created_at: dt.datetime = EPOCH
+    updated_at: dt.datetime = EPOCH
+    extensions: Mapping[str, any_pb2.Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""OCI runtime specs: the default spec containerd generates, and spec options."""
