@@ -50,6 +50,19 @@ def main() -> int:
         step("add a label", pyctr, "namespaces", "label", "demo", "tier=gold", env=env)
         step("list namespaces", pyctr, "namespaces", "ls", env=env)
         step("remove it", pyctr, "namespaces", "rm", "demo", env=env)
+        blob = base / "hello.txt"
+        blob.write_bytes(b"hello from pycontainerd\n")
+        print(f"\n$ pyctr content ingest hello < {blob}    # store a blob, verified")
+        with open(blob, "rb") as f:
+            subprocess.run([pyctr, "content", "ingest", "hello"], stdin=f, env=env, check=False)
+        step("the blob, content-addressed", pyctr, "content", "ls", env=env)
+        rootfs = base / "rootfs"
+        rootfs.mkdir()
+        step("a container record over a rootfs", pyctr, "containers", "create", "--rootfs",
+             str(rootfs), "demo1", "sh", env=env)
+        step("list containers", pyctr, "containers", "ls", env=env)
+        step("with ctr, too", "ctr", "-a", sock, "containers", "ls")
+        step("remove it", pyctr, "containers", "rm", "demo1", env=env)
         time.sleep(0.3)
         events.terminate()
         print("\n$ pyctr events    # what a subscriber saw meanwhile")
