@@ -65,6 +65,19 @@ def tool_runner(binary: str, address: str, namespace: str) -> Run:
     return run
 
 
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[RunningDaemon]:
+    """One daemon for the module, garbage collection off.
+
+    ``ctr content ingest`` takes no lease, so what it writes is garbage the
+    moment it lands, as in containerd: a collection set off by one test's
+    ``content rm`` would sweep the next test's blobs.  Collection has its
+    own tests (``test_gc_ctr.py``); these are about the commands.
+    """
+    with daemons.pycontainerd(config=daemons.NO_GC_CONFIG) as d:
+        yield d
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"content-{uuid.uuid4().hex[:10]}"

@@ -65,8 +65,11 @@ async def _metadata(root: Path) -> AsyncIterator[Any]:
 
 @contextlib.asynccontextmanager
 async def _client(address: str) -> AsyncIterator[Any]:
-    # A namespace of its own keeps tests apart on a shared daemon.
-    async with AsyncClient(address, f"suite-{uuid.uuid4().hex[:12]}", timeout=60) as client:
+    # A namespace of its own keeps tests apart on a shared daemon; a lease, as
+    # a Go client takes one, keeps what a test writes from the garbage
+    # collection another test's deletion sets off.
+    ns = f"suite-{uuid.uuid4().hex[:12]}"
+    async with AsyncClient(address, ns, timeout=60) as client, client.lease():
         yield client.content
 
 

@@ -77,6 +77,7 @@ def test_ctr_version_shows_our_server_version_and_revision(
 
 BUILTINS = {
     ("io.containerd.metadata.v1", "sqlite"),
+    ("io.containerd.gc.v1", "scheduler"),
     ("io.containerd.grpc.v1", "version"),
     ("io.containerd.grpc.v1", "healthcheck"),
     ("io.containerd.grpc.v1", "namespaces"),

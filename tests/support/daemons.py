@@ -26,6 +26,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 VENV_BIN = Path(sys.executable).parent
+GC_PLUGIN = "io.containerd.gc.v1.scheduler"
+#: A config for tests whose unleased content must not be collected under them.
+NO_GC_CONFIG = f'version = 2\ndisabled_plugins = ["{GC_PLUGIN}"]\n'
 CONTAINERD_CONFIG = """version = 2
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
@@ -130,6 +133,20 @@ def pycontainerd(
             yield RunningDaemon(address, base / "root", base / "state", proc, log)
         finally:
             stop(proc)
+
+
+def wait_startup_gc(daemon: RunningDaemon, timeout: float = 5) -> None:
+    """Block until our daemon's first garbage collection (100ms after start) ran.
+
+    As in containerd, it removes content no lease or image holds: a test
+    that writes without a lease right after start must wait for it (or run
+    with ``NO_GC_CONFIG``) or race it.  Needs the daemon's debug log.
+    """
+    deadline = time.monotonic() + timeout
+    while b'msg="garbage collected"' not in daemon.log.read_bytes():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no garbage collection in {timeout}s:\n{daemon.logs()}")
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

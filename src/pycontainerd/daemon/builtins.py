@@ -9,6 +9,7 @@ __all__ = ["load"]
 MODULES = (
     "pycontainerd.content.local",
     "pycontainerd.metadata",
+    "pycontainerd.gc.scheduler",
     "pycontainerd.services.version",
     "pycontainerd.services.healthcheck",
     "pycontainerd.services.namespaces",

@@ -10,6 +10,7 @@ from pycontainerd.content import Store as ContentBackend
 from pycontainerd.metadata.containers import ContainerStore
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database
+from pycontainerd.metadata.gc import GarbageCollector
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseManager
 from pycontainerd.metadata.namespaces import Namespace, NamespaceStore
@@ -18,6 +19,7 @@ __all__ = [
     "ContainerStore",
     "ContentStore",
     "Database",
+    "GarbageCollector",
     "ImageStore",
     "LeaseManager",
     "Metadata",
@@ -37,19 +39,20 @@ class Metadata:
     leases: LeaseManager = field(init=False)
     #: The namespaced view of the content store; None when no backend was given.
     content: ContentStore | None = None
+    #: Collects what nothing refers to (the GC scheduler plugin drives it).
+    gc: GarbageCollector = field(init=False)
 
     def __post_init__(self) -> None:
         self.containers = ContainerStore(self.db)
         self.images = ImageStore(self.db)
         self.leases = LeaseManager(self.db)
+        self.gc = GarbageCollector(self.db, self.content)
 
     @classmethod
     def open(cls, root: Path, *, content_store: ContentBackend | None = None) -> Metadata:
         db = Database(root / "meta.db")
-        md = cls(db=db, namespaces=NamespaceStore(db))
-        if content_store is not None:
-            md.content = ContentStore(db, content_store)
-        return md
+        content = ContentStore(db, content_store) if content_store is not None else None
+        return cls(db=db, namespaces=NamespaceStore(db), content=content)
 
     def close(self) -> None:
         self.db.close()

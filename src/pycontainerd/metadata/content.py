@@ -21,8 +21,12 @@ Behaviour follows containerd 1.6's ``metadata/content.go``:
 * Delete removes only the namespace's row.  The bytes go when garbage
   collection finds no namespace (and no ingest expecting them) refers to
   them: :meth:`ContentStore.garbage` lists those blobs and
-  :meth:`ContentStore.collect` removes them; every delete sets
-  :attr:`ContentStore.dirty` and bumps ``Database.dirty`` for the scheduler.
+  :meth:`ContentStore.collect` removes them, with the backend ingests no
+  ``ingests`` row names; every delete sets :attr:`ContentStore.dirty` and
+  bumps ``Database.dirty`` for the scheduler.
+* An ingest opened outside a lease expires 24 hours after its writer was
+  last opened (``ingests.expires_at``), as containerd's; one opened under a
+  lease has no expiry and goes with the lease.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ _InfoRow = tuple[str, int, str, int, int]
 
 _seq = itertools.count(1)
 
+#: How long an ingest no lease holds outlives its last writer (containerd's 24h).
+INGEST_EXPIRY_NS = 24 * 3600 * 10**9
+
 
 def _info(row: _InfoRow) -> Info:
     dgst, size, lbls, created, updated = row
@@ -73,10 +80,10 @@ def _not_found(dgst: str) -> errdefs.NotFound:
     return errdefs.NotFound(f"content digest {dgst}")
 
 
-def _attach(conn: sqlite3.Connection, ns: str, lease_id: str | None, kind: str, rid: str) -> None:
-    """Hold ``rid`` under the context's lease, if there is one."""
+def _attach(conn: sqlite3.Connection, ns: str, lease_id: str | None, kind: str, rid: str) -> bool:
+    """Hold ``rid`` under the context's lease, if there is one; True if there is."""
     if not lease_id:
-        return
+        return False
     row = conn.execute(
         "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (ns, lease_id)
     ).fetchone()
@@ -86,6 +93,7 @@ def _attach(conn: sqlite3.Connection, ns: str, lease_id: str | None, kind: str, 
         "INSERT OR IGNORE INTO lease_resources(namespace, lease, type, id) VALUES (?, ?, ?, ?)",
         (ns, lease_id, kind, rid),
     )
+    return True
 
 
 def _detach(conn: sqlite3.Connection, ns: str, lease_id: str | None, kind: str, rid: str) -> None:
@@ -337,21 +345,24 @@ class ContentStore:
                         _attach(conn, ns, lease_id, CONTENT, expected)
                         return None
                 ensure_namespace(conn, ns)
-                _attach(conn, ns, lease_id, INGESTS, ref)
+                leased = _attach(conn, ns, lease_id, INGESTS, ref)
+                # Unleased, the ingest may be dropped once stale; leased, it goes with the lease.
+                expires = None if leased else now + INGEST_EXPIRY_NS
                 shared_expected = expected if shared_size >= 0 else ""
                 row = conn.execute(
                     "SELECT backend_ref FROM ingests WHERE namespace = ? AND ref = ?", (ns, ref)
                 ).fetchone()
                 if row is not None:
                     conn.execute(
-                        "UPDATE ingests SET expected = ? WHERE namespace = ? AND ref = ?",
-                        (shared_expected, ns, ref),
+                        "UPDATE ingests SET expected = ?, expires_at = "
+                        "CASE WHEN ? THEN expires_at ELSE ? END WHERE namespace = ? AND ref = ?",
+                        (shared_expected, leased, expires, ns, ref),
                     )
                     return row[0], False
                 conn.execute(
-                    "INSERT INTO ingests(namespace, ref, backend_ref, expected, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (ns, ref, new_bref, shared_expected, now),
+                    "INSERT INTO ingests(namespace, ref, backend_ref, expected, created_at, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (ns, ref, new_bref, shared_expected, now, expires),
                 )
                 return new_bref, True
 
@@ -415,22 +426,41 @@ class ContentStore:
         return [i.digest async for i in self._backend.walk() if i.digest not in referenced]
 
     async def collect(self) -> builtins.list[str]:
-        """Remove unreferenced blobs from the backend; returns their digests.
+        """Remove unreferenced blobs and ingests from the backend; returns the blobs' digests.
 
         Holds the lock exclusively, so no write can commit (or start sharing)
         a blob while it is judged and removed.
         """
         async with self.lock.exclusive():
-            self.dirty = False
-            removed = []
-            for dgst in await self.garbage():
-                try:
-                    await self._backend.delete(dgst)
-                except errdefs.NotFound:
-                    continue
-                removed.append(dgst)
-                log.debug("content removed", extra={"digest": dgst})
-            return removed
+            return await self.collect_locked()
+
+    async def collect_locked(self) -> builtins.list[str]:
+        """:meth:`collect` for a caller already holding :attr:`lock` exclusively.
+
+        As containerd's ``contentStore.garbageCollect``: a blob goes when no
+        namespace has a row for it (nor an ingest expecting it), a backend
+        ingest when no ``ingests`` row names it.
+        """
+        self.dirty = False
+        removed = []
+        for dgst in await self.garbage():
+            try:
+                await self._backend.delete(dgst)
+            except errdefs.NotFound:
+                continue
+            removed.append(dgst)
+            log.debug("removed content", extra={"digest": dgst})
+        live: builtins.list[tuple[str]] = self._db.read(
+            lambda c: c.execute("SELECT backend_ref FROM ingests").fetchall()
+        )
+        refs = {r[0] for r in live}
+        for st in await self._backend.list_statuses():
+            if st.ref in refs:
+                continue
+            with contextlib.suppress(errdefs.NotFound):
+                await self._backend.abort(st.ref)
+                log.debug("cleanup aborting ingest", extra={"ref": st.ref})
+        return removed
 
 
 class _Writer:

@@ -21,11 +21,20 @@ their serialized bytes.
         "snapshots/<snapshotter>"; rows go with their lease (cascade)
     content(namespace, digest, size, labels, created_at, updated_at;
             PK(namespace, digest))      -- a blob's visibility in a namespace
-    ingests(namespace, ref, backend_ref, expected, created_at;
+    ingests(namespace, ref, backend_ref, expected, created_at, expires_at;
             PK(namespace, ref))        -- namespaced names of backend ingests
         backend_ref: the content store's ref, ``<ns>/<seq>/<ref>``; expected:
         set only while the ingest shares a blob another namespace committed
-        (no backend ingest exists then; GC keeps that blob)
+        (no backend ingest exists then; GC keeps that blob); expires_at
+        (schema 3): when garbage collection may drop an ingest no lease
+        holds, 24h after its writer last opened it; NULL for an ingest
+        opened under a lease, which lives exactly as long as the lease
+
+Garbage collection (:mod:`pycontainerd.metadata.gc`) reads these tables as
+a graph: images, containers, live leases, unexpired ingests and objects
+labelled ``containerd.io/gc.root`` are roots; ``containerd.io/gc.ref.*``
+labels are edges; unreachable ``leases``, ``content`` and ``ingests`` rows are
+deleted in one transaction.
 
 The tables of objects a user keeps (images, containers, blobs; snapshots
 later) are listed in ``NAMESPACED_TABLES`` so a namespace that still holds
@@ -126,7 +135,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (namespace, ref)
     ) WITHOUT ROWID;
     """,
+    # 3: ingests expire unless a lease holds them (read by garbage collection).
+    # Ingests from before it get the expiry containerd gives an unleased one.
+    """
+    ALTER TABLE ingests ADD COLUMN expires_at INTEGER;
+    UPDATE ingests SET expires_at = created_at + 86400000000000;
+    """,
 ]
+
+#: Page cache of the read connection, in KiB (SQLite's default is 2 MiB).
+READ_CACHE_KIB = 64 << 10
 
 #: table name -> what containerd calls those objects in "still has ..." errors.
 NAMESPACED_TABLES: dict[str, str] = {
@@ -154,12 +172,16 @@ class Database:
         self._writer = _connect(path)
         self._migrate()
         self._reader = _connect(path)
+        # Reads keep their pages between transactions (WAL tells it when they
+        # went stale): listing thousands of records then reads no file.
+        self._reader.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
         self._reader_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metadata-writer")
         #: Bumped by every change that may leave garbage behind (a deleted image,
         #: container or lease, a dropped lease resource), as containerd's
-        #: ``db.dirty``: the garbage collector runs when it has moved.
+        #: ``db.dirty``: the garbage collector runs when it has moved, and resets it.
         self.dirty = 0
+        self._mutation_callbacks: list[Callable[[bool], None]] = []
 
     def _migrate(self) -> None:
         (version,) = self._writer.execute("PRAGMA user_version").fetchone()
@@ -192,10 +214,25 @@ class Database:
         conn.execute("COMMIT")
         return result
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction on the writer thread."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, notify: bool = True) -> T:
+        """Run ``fn`` in one write transaction on the writer thread.
+
+        Once it has committed, the mutation callbacks hear of it (with
+        whether anything is dirty), unless ``notify`` is false — the
+        collector's own sweep is not a mutation to schedule a collection for.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._transaction, fn)
+        result = await loop.run_in_executor(self._pool, self._transaction, fn)
+        if notify:
+            dirty = self.dirty > 0
+            for callback in self._mutation_callbacks:
+                callback(dirty)
+        return result
+
+    def register_mutation_callback(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(dirty)`` on the event loop after every committed write
+        (containerd's ``RegisterMutationCallback``; the GC scheduler counts them)."""
+        self._mutation_callbacks.append(callback)
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one read transaction (a consistent snapshot)."""

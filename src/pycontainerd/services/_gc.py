@@ -2,9 +2,9 @@
 
 Deleting an image or a lease with ``sync`` asks containerd to collect
 garbage before answering.  The collector is a plugin of type
-``io.containerd.gc.v1`` (containerd's ``scheduler``) whose instance has
-``async schedule_and_wait()``; until one is registered, ``sync`` deletes
-return at once and what they orphaned waits for the next collection.
+``io.containerd.gc.v1`` (:mod:`pycontainerd.gc.scheduler`, as containerd's
+``scheduler``) whose instance has ``async schedule_and_wait()``; when it is
+disabled, ``sync`` deletes return at once and what they orphaned stays.
 """
 
 from __future__ import annotations
