@@ -13,7 +13,9 @@ from bench import registry
 from bench.report import print_results, to_json
 from bench.runner import Result, run_scenario
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_ROUNDS", "main"]
+
+DEFAULT_ROUNDS = 7
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "scenarios", nargs="*", metavar="SCENARIO", help="scenarios to run (default: all)"
     )
-    p.add_argument("--rounds", type=int, default=7, help="measured rounds per daemon (default 7)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help=f"measured rounds per daemon (default {DEFAULT_ROUNDS}, fewer for a few long "
+        "scenarios: see --list)",
+    )
     p.add_argument(
         "--warmup", type=int, default=1, help="untimed rounds per daemon first (default 1)"
     )
@@ -45,9 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for sc in registry.all_scenarios():
-            print(f"{sc.name:24} {sc.summary}")
+            rounds = f"{sc.rounds} rounds" if sc.rounds else ""
+            print(f"{sc.name:24} {rounds:10} {sc.summary}")
         return 0
-    if args.rounds < 1 or args.warmup < 0:
+    if (args.rounds is not None and args.rounds < 1) or args.warmup < 0:
         print("bench: --rounds must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
     try:
@@ -68,9 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures: dict[str, str] = {}
     for sc in selected:
         try:
+            rounds = args.rounds or sc.rounds or DEFAULT_ROUNDS
             results.append(
                 run_scenario(
-                    sc, args.rounds, args.warmup, lambda m: print(m, file=sys.stderr, flush=True)
+                    sc, rounds, args.warmup, lambda m: print(m, file=sys.stderr, flush=True)
                 )
             )
         except Exception as exc:
@@ -80,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print_results(results, table_out)
     if args.json is not None:
-        doc = json.dumps(to_json(results, args.rounds, args.warmup, failures), indent=2)
+        doc = json.dumps(
+            to_json(results, args.rounds or DEFAULT_ROUNDS, args.warmup, failures), indent=2
+        )
         if args.json == "-":
             print(doc)
         else:

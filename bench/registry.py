@@ -55,20 +55,25 @@ class Scenario:
     setup: Callable[[Target], AbstractContextManager[Measure]]
     ops: int = 1  # operations per round, to print a per-operation figure
     unit: str = "round"  # what one operation is called ("round trip", "import", ...)
+    rounds: int | None = None  # its default rounds, when long ones need fewer; --rounds wins
 
 
 _SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, summary: str, *, ops: int = 1, unit: str = "round"
+    name: str, summary: str, *, ops: int = 1, unit: str = "round", rounds: int | None = None
 ) -> Callable[[SetupFn], SetupFn]:
-    """Register a generator-function setup under ``name`` (registration order is run order)."""
+    """Register a generator-function setup under ``name`` (registration order is run order).
+
+    ``rounds`` replaces the harness's default number of rounds for a scenario
+    whose rounds are long; an explicit ``--rounds`` still applies to all.
+    """
 
     def register(fn: SetupFn) -> SetupFn:
         if name in _SCENARIOS:
             raise ValueError(f"scenario {name!r} registered twice")
-        _SCENARIOS[name] = Scenario(name, summary, contextlib.contextmanager(fn), ops, unit)
+        _SCENARIOS[name] = Scenario(name, summary, contextlib.contextmanager(fn), ops, unit, rounds)
         return fn
 
     return register

@@ -124,6 +124,7 @@ def to_json(
             "name": sc.name,
             "summary": sc.summary,
             "ops_per_round": sc.ops,
+            "rounds": len(r.samples[OURS]),
             "unit": sc.unit,
             "ratio_pairwise": r.ratio_pairwise,
             "ratio_of_medians": r.ratio_of_medians,

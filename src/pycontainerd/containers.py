@@ -6,6 +6,10 @@ spec, and the snapshot holding its root filesystem.  Running it is the task
 service's business.  The daemon keeps these in the metadata database
 (:mod:`pycontainerd.metadata.containers`); the client reads and writes them
 over the containers service.  Both speak this module's types.
+
+:class:`RawContainer` is the same record as the database holds it, its
+``Any`` values still serialized: what the containers service lists from, so
+that listing thousands of containers never decodes (and re-encodes) a spec.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
 
-__all__ = ["EPOCH", "Container", "RuntimeInfo"]
+__all__ = ["EPOCH", "Container", "RawContainer", "RuntimeInfo"]
 
 #: The zero time: what a record that was never stored carries.
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -44,3 +48,25 @@ class Container:
     created_at: dt.datetime = EPOCH
     updated_at: dt.datetime = EPOCH
     extensions: Mapping[str, any_pb2.Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RawContainer:
+    """A container record with its ``google.protobuf.Any`` values still serialized.
+
+    ``runtime_options``, ``spec`` and the ``extensions`` values are serialized
+    ``Any`` messages (None when unset); times are integer nanoseconds since
+    the epoch.  Only listings use it (see ``ContainerStore.list_raw``).
+    """
+
+    id: str
+    labels: Mapping[str, str]
+    image: str
+    runtime_name: str
+    runtime_options: bytes | None
+    spec: bytes | None
+    snapshotter: str
+    snapshot_key: str
+    created_at: int
+    updated_at: int
+    extensions: Mapping[str, bytes]

@@ -12,6 +12,7 @@ from google.protobuf import any_pb2
 from pycontainerd import errdefs, namespaces
 from pycontainerd.containers import Container, RuntimeInfo
 from pycontainerd.metadata import Metadata
+from pycontainerd.metadata._codec import dump_any, to_datetime
 from tests.unit._meta import run
 
 pytestmark = pytest.mark.unit
@@ -116,7 +117,12 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
     ]:
         run(md.containers.create(record(cid, image=image, labels=labels)))
     assert [c.id for c in md.containers.list()] == ["a", "b", "c"]
-    ids = lambda *fs: [c.id for c in md.containers.list(*fs)]  # noqa: E731
+
+    def ids(*fs: str) -> list[str]:
+        listed = [c.id for c in md.containers.list(*fs)]
+        assert [c.id for c in md.containers.list_raw(*fs)] == listed
+        return listed
+
     assert ids("labels.app==web") == ["a"]
     assert ids('labels."tier.x"==1') == ["a"]
     assert ids("image~=redis") == ["b"]
@@ -127,11 +133,32 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
 
 
 def test_list_rejects_bad_filter_with_containerd_wording(md: Metadata) -> None:
-    with pytest.raises(errdefs.InvalidArgument) as info:
-        md.containers.list("id==")
-    assert info.value.message == (
-        "filters: parse error: [id==]: expected value or quoted: invalid argument: invalid argument"
-    )
+    for list_ in (md.containers.list, md.containers.list_raw):
+        with pytest.raises(errdefs.InvalidArgument) as info:
+            list_("id==")
+        assert info.value.message == (
+            "filters: parse error: [id==]: expected value or quoted: invalid argument: "
+            "invalid argument"
+        )
+
+
+def test_list_raw_is_list_with_any_values_left_serialized(md: Metadata) -> None:
+    opts = any_pb2.Any(type_url="containerd.runc.v1.Options", value=b"\x08\x01")
+    ext = any_pb2.Any(type_url="ext.v1", value=b"\x00\xff")
+    run(md.containers.create(record("a", labels={"k": "v"}, runtime=RuntimeInfo("rt", opts))))
+    run(md.containers.create(record("b", image="img", extensions={"x": ext})))
+    for got, want in zip(md.containers.list_raw(), md.containers.list(), strict=True):
+        assert (got.id, got.labels, got.image, got.runtime_name) == (
+            want.id,
+            want.labels,
+            want.image,
+            want.runtime.name,
+        )
+        assert got.runtime_options == dump_any(want.runtime.options)
+        assert got.spec == dump_any(want.spec)
+        assert {k: any_pb2.Any.FromString(v) for k, v in got.extensions.items()} == want.extensions
+        assert to_datetime(got.created_at) == want.created_at
+        assert to_datetime(got.updated_at) == want.updated_at
 
 
 def test_update_by_field_paths(md: Metadata) -> None:

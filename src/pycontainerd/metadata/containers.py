@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from pycontainerd import errdefs, filters, identifiers, labels, namespaces
-from pycontainerd.containers import Container, RuntimeInfo
+from pycontainerd.containers import Container, RawContainer, RuntimeInfo
 from pycontainerd.errdefs import q
 from pycontainerd.metadata._adapt import check_map, parse_filters
 from pycontainerd.metadata._codec import (
@@ -31,7 +31,7 @@ from pycontainerd.metadata._codec import (
 from pycontainerd.metadata.db import Database
 from pycontainerd.metadata.namespaces import ensure_namespace
 
-__all__ = ["Container", "ContainerStore", "RuntimeInfo"]
+__all__ = ["Container", "ContainerStore", "RawContainer", "RuntimeInfo"]
 
 #: What an update with no field paths replaces; everything else is fixed.
 _REPLACEABLE = ("labels", "spec", "extensions", "image", "snapshotkey")
@@ -60,11 +60,28 @@ def _from_row(row: _Row) -> Container:
     )
 
 
+def _raw_from_row(row: _Row) -> RawContainer:
+    cid, lbls, image, rname, ropts, spec, snapshotter, skey, ext, created, updated = row
+    return RawContainer(
+        id=cid,
+        labels=load_map(lbls),
+        image=image,
+        runtime_name=rname,
+        runtime_options=ropts,
+        spec=spec,
+        snapshotter=snapshotter,
+        snapshot_key=skey,
+        created_at=created,
+        updated_at=updated,
+        extensions={k: v.SerializeToString() for k, v in load_any_map(ext).items()},
+    )
+
+
 def _present(value: str) -> tuple[str, bool]:
     return value, bool(value)
 
 
-def _adaptor(c: Container) -> filters.FieldFunc:
+def _adaptor(cid: str, image: str, runtime_name: str, lbls: Mapping[str, str]) -> filters.FieldFunc:
     """containerd's container adaptor: id, image, runtime.name, labels.<key>."""
 
     def field(path: Sequence[str]) -> tuple[str, bool]:
@@ -72,15 +89,15 @@ def _adaptor(c: Container) -> filters.FieldFunc:
             return "", False
         head = path[0]
         if head == "id":
-            return _present(c.id)
+            return _present(cid)
         if head == "image":
-            return _present(c.image)
+            return _present(image)
         if head == "runtime":
             if len(path) > 1 and path[1] == "name":
-                return _present(c.runtime.name)
+                return _present(runtime_name)
             return "", False
         if head == "labels":
-            return check_map(path[1:], c.labels)
+            return check_map(path[1:], lbls)
         return "", False
 
     return field
@@ -180,19 +197,31 @@ class ContainerStore:
             raise errdefs.NotFound(f"container {q(id)} in namespace {q(ns)}")
         return _from_row(row)
 
-    def list(self, *fs: str) -> builtins.list[Container]:
-        """Containers matching any of ``fs`` (containerd's filter syntax), by id."""
-        ns = namespaces.required()
-        flt = parse_filters(fs)
+    def _rows(self, ns: str) -> builtins.list[_Row]:
         rows: builtins.list[_Row] = self._db.read(
             lambda c: c.execute(
                 f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? ORDER BY id", (ns,)
             ).fetchall()
         )
-        records = [_from_row(r) for r in rows]
+        return rows
+
+    def list(self, *fs: str) -> builtins.list[Container]:
+        """Containers matching any of ``fs`` (containerd's filter syntax), by id."""
+        ns = namespaces.required()
+        flt = parse_filters(fs)
+        records = [_from_row(r) for r in self._rows(ns)]
         if flt is filters.ALWAYS:
             return records
-        return [r for r in records if flt.match(_adaptor(r))]
+        return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime.name, r.labels))]
+
+    def list_raw(self, *fs: str) -> builtins.list[RawContainer]:
+        """:meth:`list` with the ``Any`` values left serialized, for the wire."""
+        ns = namespaces.required()
+        flt = parse_filters(fs)
+        records = [_raw_from_row(r) for r in self._rows(ns)]
+        if flt is filters.ALWAYS:
+            return records
+        return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime_name, r.labels))]
 
     async def create(self, container: Container) -> Container:
         ns = namespaces.required()

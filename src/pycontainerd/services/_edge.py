@@ -8,6 +8,11 @@
     suffix) and anything unexpected into UNKNOWN, logged with its stack,
   * counts the call and its latency for ``[metrics]``.
 Servicers therefore contain only decode / call core / encode.
+
+:func:`add_to_server` registers a servicer as its generated
+``add_XServicer_to_server`` would, except that the methods it names return
+(or yield) their responses already serialized: grpc sends those bytes as
+they are.  Listings use it to skip building thousands of messages.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -24,7 +29,7 @@ import grpc
 from pycontainerd import errdefs, leases, namespaces
 from pycontainerd.metrics import REGISTRY
 
-__all__ = ["servicer"]
+__all__ = ["add_to_server", "servicer"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +130,73 @@ def servicer(service: str) -> Callable[[C], C]:
         return cls
 
     return decorate
+
+
+# --------------------------------------------------------------------------
+# Registration with pre-serialized responses
+
+
+def _as_is(response: bytes) -> bytes:
+    return response
+
+
+def _preserialized(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with a response serializer that sends the bytes it is given."""
+    make: Callable[..., grpc.RpcMethodHandler[Any, Any]]
+    behaviour: Callable[..., Any] | None
+    if handler.request_streaming and handler.response_streaming:
+        make, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    elif handler.request_streaming:
+        make, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    elif handler.response_streaming:
+        make, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    else:
+        make, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    if behaviour is None:
+        raise ValueError("method handler without a behaviour")
+    return make(
+        behaviour, request_deserializer=handler.request_deserializer, response_serializer=_as_is
+    )
+
+
+class _Capture:
+    """Stands in for the server to catch what a generated ``add_*_to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        pass  # the same handlers come again, by name, through the call below
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.services[service] = dict(handlers)
+
+
+def add_to_server(
+    server: grpc.aio.Server,
+    add: Callable[[Any, Any], None],
+    servicer: object,
+    *,
+    preserialized: Iterable[str] = (),
+) -> None:
+    """Register ``servicer`` through ``add`` (a generated ``add_XServicer_to_server``).
+
+    The methods named in ``preserialized`` hand back serialized response
+    messages (``bytes``) instead of message objects; everything else is
+    exactly what ``add(servicer, server)`` would register.
+    """
+    capture = _Capture()
+    add(servicer, capture)
+    if not capture.services:
+        raise RuntimeError(f"{add.__name__} registered no service by name")
+    raw = set(preserialized)
+    for service, handlers in capture.services.items():
+        unknown = raw - handlers.keys()
+        if unknown:
+            raise ValueError(f"{service} has no method {', '.join(sorted(unknown))}")
+        for name in raw:
+            handlers[name] = _preserialized(handlers[name])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        server.add_registered_method_handlers(service, handlers)

@@ -14,8 +14,8 @@ from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
-from pycontainerd.services._edge import servicer
-from pycontainerd.wire.containers import from_pb, to_pb
+from pycontainerd.services._edge import add_to_server, servicer
+from pycontainerd.wire.containers import from_pb, list_message, list_response, to_pb
 
 
 @servicer("containerd.services.containers.v1.Containers")
@@ -27,17 +27,17 @@ class ContainersService(pb_grpc.ContainersServicer):
     async def Get(self, request: pb.GetContainerRequest, context: Any) -> pb.GetContainerResponse:
         return pb.GetContainerResponse(container=to_pb(self._store.get(request.id)))
 
-    async def List(
-        self, request: pb.ListContainersRequest, context: Any
-    ) -> pb.ListContainersResponse:
-        records = self._store.list(*request.filters)
-        return pb.ListContainersResponse(containers=[to_pb(c) for c in records])
+    # List and ListStream answer with serialized messages (see register):
+    # records go from the store to the wire without decoding their specs.
+
+    async def List(self, request: pb.ListContainersRequest, context: Any) -> bytes:
+        return list_response(self._store.list_raw(*request.filters))
 
     async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[pb.ListContainerMessage]:
-        for c in self._store.list(*request.filters):
-            yield pb.ListContainerMessage(container=to_pb(c))
+    ) -> AsyncIterator[bytes]:
+        for c in self._store.list_raw(*request.filters):
+            yield list_message(c)
 
     async def Create(
         self, request: pb.CreateContainerRequest, context: Any
@@ -82,7 +82,12 @@ class ContainersService(pb_grpc.ContainersServicer):
         return empty_pb2.Empty()
 
     def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_ContainersServicer_to_server(self, server)
+        add_to_server(
+            server,
+            pb_grpc.add_ContainersServicer_to_server,
+            self,
+            preserialized=("List", "ListStream"),
+        )
 
 
 def _init(ctx: plugin.InitContext) -> ContainersService:
