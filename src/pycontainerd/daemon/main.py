@@ -27,15 +27,20 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def default_config_text() -> str:
-    """The complete default config, with every built-in plugin's section."""
+def _plugin_defaults() -> dict[str, dict[str, object]]:
+    """Each built-in plugin's default settings, by plugin URI (configurable ones only)."""
     builtins.load()
     sections = {}
     for reg in plugin.registrations():
         cfg = plugin.config_fields(plugin.default_config(reg))
         if cfg:
             sections[reg.uri] = cfg
-    return dump(Config(), sections)
+    return sections
+
+
+def default_config_text() -> str:
+    """The complete default config, with every built-in plugin's section."""
+    return dump(Config(), _plugin_defaults())
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,13 +115,7 @@ def config_dump(ctx: click.Context) -> None:
         cfg = load(path or DEFAULT_CONFIG_PATH)
     except ConfigError as exc:
         _fail(str(exc))
-    builtins.load()
-    sections = {
-        reg.uri: plugin.config_fields(plugin.default_config(reg))
-        for reg in plugin.registrations()
-        if reg.config is not None
-    }
-    click.echo(dump(cfg, sections), nl=False)
+    click.echo(dump(cfg, _plugin_defaults()), nl=False)
 
 
 def main() -> None:

@@ -89,23 +89,15 @@ class Exchange:
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
 
-    async def publish(self, topic: str, event: Message, *, namespace: str | None = None) -> None:
-        """Publish an event in the context's namespace (or the one given)."""
+    async def publish(
+        self, topic: str, event: Message | any_pb2.Any, *, namespace: str | None = None
+    ) -> None:
+        """Publish an event (a message, or one already packed) now, in the
+        context's namespace or the one given."""
         ns = namespace if namespace is not None else namespaces.required()
-        namespaces.validate(ns)
-        try:
-            validate_topic(topic)
-        except errdefs.InvalidArgument as exc:
-            raise errdefs.InvalidArgument(
-                f"envelope topic {errdefs.q(topic)}: {exc.message}"
-            ) from None
-        self._broadcast(
-            Envelope(
-                timestamp=dt.datetime.now(dt.UTC),
-                namespace=ns,
-                topic=topic,
-                event=typeurl.marshal_any(event),
-            )
+        packed = event if isinstance(event, any_pb2.Any) else typeurl.marshal_any(event)
+        await self.forward(
+            Envelope(timestamp=dt.datetime.now(dt.UTC), namespace=ns, topic=topic, event=packed)
         )
 
     async def forward(self, envelope: Envelope) -> None:

@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 from pycontainerd import errdefs, namespaces, plugin
 from pycontainerd.api.services.events.v1 import events_pb2 as pb
 from pycontainerd.api.services.events.v1 import events_pb2_grpc as pb_grpc
-from pycontainerd.events import Envelope, Exchange
+from pycontainerd.events import Exchange
 from pycontainerd.services._edge import servicer
 from pycontainerd.wire import events as wire
 
@@ -25,14 +25,7 @@ class EventsService(pb_grpc.EventsServicer):
         ns = namespaces.required()
         if not request.HasField("event"):
             raise errdefs.InvalidArgument("event must not be empty")
-        await self._exchange.forward(
-            Envelope(
-                timestamp=wire.now(),
-                namespace=ns,
-                topic=request.topic,
-                event=request.event,
-            )
-        )
+        await self._exchange.publish(request.topic, request.event, namespace=ns)
         return empty_pb2.Empty()
 
     async def Forward(self, request: pb.ForwardRequest, context: Any) -> empty_pb2.Empty:

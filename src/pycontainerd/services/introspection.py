@@ -57,10 +57,9 @@ def load_or_create_uuid(path: Path) -> str:
 
 @servicer("containerd.services.introspection.v1.Introspection")
 class IntrospectionService(pb_grpc.IntrospectionServicer):
-    def __init__(self, plugins: plugin.PluginSet, root: Path) -> None:
+    def __init__(self, plugins: plugin.PluginSet, uuid: str) -> None:
         self._plugins = plugins
-        self._root = root
-        self._uuid: str | None = None
+        self._uuid = uuid
 
     async def Plugins(self, request: pb.PluginsRequest, context: Any) -> pb.PluginsResponse:
         flt = filters.parse_all(list(request.filters))
@@ -68,8 +67,6 @@ class IntrospectionService(pb_grpc.IntrospectionServicer):
         return pb.PluginsResponse(plugins=[to_pb(i) for i in infos if flt.match(i.field)])
 
     async def Server(self, request: empty_pb2.Empty, context: Any) -> pb.ServerResponse:
-        if self._uuid is None:
-            self._uuid = load_or_create_uuid(self._root / "uuid")
         return pb.ServerResponse(uuid=self._uuid)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -77,9 +74,7 @@ class IntrospectionService(pb_grpc.IntrospectionServicer):
 
 
 def _init(ctx: plugin.InitContext) -> IntrospectionService:
-    svc = IntrospectionService(ctx.plugins, ctx.root)
-    svc._uuid = load_or_create_uuid(ctx.root / "uuid")
-    return svc
+    return IntrospectionService(ctx.plugins, load_or_create_uuid(ctx.root / "uuid"))
 
 
 plugin.register(

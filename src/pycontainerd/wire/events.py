@@ -24,7 +24,3 @@ def from_pb(msg: pb.Envelope) -> Envelope:
         else dt.datetime.now(dt.UTC)
     )
     return Envelope(timestamp=ts, namespace=msg.namespace, topic=msg.topic, event=msg.event)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
