@@ -21,13 +21,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import grpc
-
 from pycontainerd import plugin
 from pycontainerd.daemon import builtins
 from pycontainerd.daemon.config import Config, ConfigError, decode
 from pycontainerd.daemon.metrics_http import MetricsServer
 from pycontainerd.daemon.socket import finish_socket, prepare_socket
+from pycontainerd.daemon.transport import GrpclibServer
 from pycontainerd.events import Exchange
 
 __all__ = ["Server", "StartupError"]
@@ -47,7 +46,7 @@ class Server:
         self.address = Path(config.grpc.address)
         self.plugins = plugin.PluginSet()
         self.events = Exchange()
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: GrpclibServer | None = None
         self._metrics: MetricsServer | None = None
         self._lock_fd: int | None = None
         #: Set once our listener owns the socket file; only then may stop() remove it.
@@ -118,24 +117,16 @@ class Server:
                 Path("/proc/self/oom_score_adj").write_text(str(self.config.oom_score))
         await self._init_plugins()
         grpc_cfg = self.config.grpc
-        self._grpc = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", grpc_cfg.max_recv_message_size),
-                ("grpc.max_send_message_length", grpc_cfg.max_send_message_size),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        self._grpc = GrpclibServer(max_recv_message_size=grpc_cfg.max_recv_message_size)
         for p in self.plugins:
             if p.ok and p.registration.type == plugin.PluginType.GRPC:
                 p.instance.register(self._grpc)
         old = os.umask(0o117)  # the socket is never world-accessible, not even briefly
         try:
-            if self._grpc.add_insecure_port(f"unix://{self.address}") == 0:
-                raise StartupError(f"{self.address}: cannot listen")
+            await self._grpc.start(str(self.address))
             self._bound = True
-            await self._grpc.start()
-        except RuntimeError as exc:
-            raise StartupError(f"{self.address}: cannot listen: {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"{self.address}: cannot listen: {exc.strerror or exc}") from None
         finally:
             os.umask(old)
         finish_socket(self.address, grpc_cfg.uid, grpc_cfg.gid)

@@ -12,7 +12,8 @@ Servicers therefore contain only decode / call core / encode.
 :func:`add_to_server` registers a servicer as its generated
 ``add_XServicer_to_server`` would, except that the methods it names return
 (or yield) their responses already serialized: grpc sends those bytes as
-they are.  Listings use it to skip building thousands of messages.
+they are.  Listings use it to skip building thousands of messages, and
+stream them in :class:`Frames` batches.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import grpc
 from pycontainerd import errdefs, leases, namespaces
 from pycontainerd.metrics import REGISTRY
 
-__all__ = ["add_to_server", "servicer"]
+__all__ = ["Frames", "add_to_server", "servicer"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,18 @@ def servicer(service: str) -> Callable[[C], C]:
 
 # --------------------------------------------------------------------------
 # Registration with pre-serialized responses
+
+
+class Frames(tuple[bytes, ...]):
+    """Several serialized messages of a preserialized server stream, yielded
+    as one item so the transport can put them on the wire in one write.
+
+    A listing of thousands of records sends them a few hundred at a time
+    instead of paying the per-message framing and write cost each time.
+    Only a transport that knows it (the daemon's) may be handed one.
+    """
+
+    __slots__ = ()
 
 
 def _as_is(response: bytes) -> bytes:

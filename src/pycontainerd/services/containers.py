@@ -14,8 +14,11 @@ from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
-from pycontainerd.services._edge import add_to_server, servicer
+from pycontainerd.services._edge import Frames, add_to_server, servicer
 from pycontainerd.wire.containers import from_pb, list_message, list_response, to_pb
+
+#: Containers per write of a ListStream (about 20 KiB of typical records).
+_BATCH = 128
 
 
 @servicer("containerd.services.containers.v1.Containers")
@@ -35,9 +38,10 @@ class ContainersService(pb_grpc.ContainersServicer):
 
     async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[bytes]:
-        for c in self._store.list_raw(*request.filters):
-            yield list_message(c)
+    ) -> AsyncIterator[Frames]:
+        records = self._store.list_raw(*request.filters)
+        for start in range(0, len(records), _BATCH):
+            yield Frames(list_message(c) for c in records[start : start + _BATCH])
 
     async def Create(
         self, request: pb.CreateContainerRequest, context: Any
