@@ -272,3 +272,26 @@ def test_namespace_with_containers_cannot_be_deleted(md: Metadata) -> None:
     finally:
         conn.close()
     assert rows == [("default", "web")]
+
+
+def test_list_raw_cache_follows_every_committed_write(md: Metadata) -> None:
+    run(md.containers.create(record("a", labels={"v": "1"})))
+    first = md.containers.list_raw()
+    assert md.containers.list_raw() is first  # unchanged: the same records
+    run(md.containers.update(record("a", labels={"v": "2"}), "labels"))
+    assert [c.labels for c in md.containers.list_raw()] == [{"v": "2"}]
+    run(md.containers.create(record("b")))
+    assert [c.id for c in md.containers.list_raw()] == ["a", "b"]
+    run(md.containers.delete("a"))
+    assert [c.id for c in md.containers.list_raw()] == ["b"]
+    with namespaces.namespace("other"):
+        assert list(md.containers.list_raw()) == []
+
+
+def test_list_raw_cache_sees_writes_from_other_stores(md: Metadata) -> None:
+    """Any commit to the database (here: a lease) makes the cache stale."""
+    run(md.containers.create(record("a")))
+    before = md.containers.list_raw()
+    run(md.leases.create("l1"))
+    after = md.containers.list_raw()
+    assert after is not before and after == before

@@ -185,6 +185,10 @@ class ContainerStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Every container of a namespace as read for the wire, with the
+        # database version it was read at: listings are far more frequent
+        # than writes, and any committed write makes the entry stale.
+        self._raw: dict[str, tuple[int, tuple[RawContainer, ...]]] = {}
 
     def get(self, id: str) -> Container:
         ns = namespaces.required()
@@ -214,11 +218,22 @@ class ContainerStore:
             return records
         return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime.name, r.labels))]
 
-    def list_raw(self, *fs: str) -> builtins.list[RawContainer]:
-        """:meth:`list` with the ``Any`` values left serialized, for the wire."""
+    def list_raw(self, *fs: str) -> Sequence[RawContainer]:
+        """:meth:`list` with the ``Any`` values left serialized, for the wire.
+
+        Without filters the answer is the same tuple object until a
+        container of the namespace changes, so callers may cache what they
+        derive from it by identity.
+        """
         ns = namespaces.required()
         flt = parse_filters(fs)
-        records = [_raw_from_row(r) for r in self._rows(ns)]
+        version = self._db.data_version()
+        cached = self._raw.get(ns)
+        if cached is not None and cached[0] == version:
+            records = cached[1]
+        else:
+            records = tuple(_raw_from_row(r) for r in self._rows(ns))
+            self._raw[ns] = (version, records)
         if flt is filters.ALWAYS:
             return records
         return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime_name, r.labels))]

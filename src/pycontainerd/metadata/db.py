@@ -244,6 +244,14 @@ class Database:
             finally:
                 conn.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """A number that changes whenever a write has committed since the last
+        call (SQLite's ``PRAGMA data_version`` on the reader): what read
+        caches compare to know they are still current."""
+        with self._reader_lock:
+            row = self._reader.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
     def mark_dirty(self) -> None:
         """Note that a change inside the current write may have orphaned something."""
         self.dirty += 1

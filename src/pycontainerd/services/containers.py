@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 
-from pycontainerd import errdefs, plugin
+from pycontainerd import errdefs, namespaces, plugin
 from pycontainerd.api.events import container_pb2 as events_pb
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
+from pycontainerd.containers import RawContainer
 from pycontainerd.services._edge import Frames, add_to_server, servicer
 from pycontainerd.wire.containers import from_pb, list_message, list_response, to_pb
 
@@ -26,6 +27,9 @@ class ContainersService(pb_grpc.ContainersServicer):
     def __init__(self, metadata: Metadata, exchange: Exchange) -> None:
         self._store = metadata.containers
         self._events = exchange
+        # The last unfiltered listing's stream batches, per namespace, kept
+        # while the store hands back the same records (see list_raw).
+        self._streamed: dict[str, tuple[Sequence[RawContainer], list[Frames]]] = {}
 
     async def Get(self, request: pb.GetContainerRequest, context: Any) -> pb.GetContainerResponse:
         return pb.GetContainerResponse(container=to_pb(self._store.get(request.id)))
@@ -40,8 +44,19 @@ class ContainersService(pb_grpc.ContainersServicer):
         self, request: pb.ListContainersRequest, context: Any
     ) -> AsyncIterator[Frames]:
         records = self._store.list_raw(*request.filters)
-        for start in range(0, len(records), _BATCH):
-            yield Frames(list_message(c) for c in records[start : start + _BATCH])
+        ns = namespaces.required()
+        cached = self._streamed.get(ns)
+        if cached is not None and cached[0] is records:
+            batches = cached[1]
+        else:
+            batches = [
+                Frames(list_message(c) for c in records[start : start + _BATCH])
+                for start in range(0, len(records), _BATCH)
+            ]
+            if not request.filters:
+                self._streamed[ns] = (records, batches)
+        for batch in batches:
+            yield batch
 
     async def Create(
         self, request: pb.CreateContainerRequest, context: Any
