@@ -148,7 +148,18 @@ def test_unknown_streaming_method_gets_unimplemented(channel: grpc.Channel) -> N
 def test_request_bytes_that_are_not_the_message_are_refused(channel: grpc.Channel) -> None:
     method = "/containerd.services.namespaces.v1.Namespaces/Get"
     err = failed(raw_unary(channel, method), b"\xff\xff\xff\xff", metadata=NS)
-    assert err.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    assert err.code() == grpc.StatusCode.INTERNAL  # as containerd answers
+    assert "failed to decode request" in (err.details() or "")
+
+
+def test_request_over_the_size_limit_is_refused_before_it_is_read(
+    channel: grpc.Channel,
+) -> None:
+    """The default max_recv_message_size is 16 MiB, as containerd's."""
+    method = "/containerd.services.namespaces.v1.Namespaces/Get"
+    err = failed(raw_unary(channel, method), b"\x0a" * (17 << 20), metadata=NS)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "received message larger than max" in (err.details() or "")
 
 
 # --- the namespace header --------------------------------------------------------------
