@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 from pycontainerd.containers import EPOCH
 from pycontainerd.mount import Mount
 
-__all__ = ["Info", "Kind", "Snapshotter", "Usage", "LABEL_UNPACKED_REF"]
+__all__ = ["LABEL_UNPACKED_REF", "Info", "Kind", "Snapshotter", "Usage"]
 
 #: Label a client puts on a snapshot it prepares to unpack a layer into;
 #: containerd names it ``containerd.io/snapshot.ref``.
