@@ -12,9 +12,9 @@ from pycontainerd import errdefs, namespaces, plugin
 from pycontainerd.api.events import container_pb2 as events_pb
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
+from pycontainerd.containers import RawContainer
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
-from pycontainerd.containers import RawContainer
 from pycontainerd.services._edge import Frames, add_to_server, servicer
 from pycontainerd.wire.containers import from_pb, list_message, list_response, to_pb
 
