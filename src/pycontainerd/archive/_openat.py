@@ -1,0 +1,72 @@
+"""``openat2(2)`` through ctypes: resolve a path with the kernel keeping it inside a root.
+
+``RESOLVE_IN_ROOT`` makes the kernel treat the directory fd as ``/`` for the
+whole lookup: ``..`` stops there and absolute symlink targets restart there,
+the same scoping containerd's ``fs.RootPath`` does in user space, but done
+atomically by the kernel.  ``RESOLVE_NO_MAGICLINKS`` refuses ``/proc``-style
+links that could jump anywhere.  When the syscall is missing (old kernel,
+seccomp) :data:`AVAILABLE` is false and callers walk components themselves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+__all__ = ["AVAILABLE", "RESOLVE_IN_ROOT", "RESOLVE_NO_MAGICLINKS", "openat2"]
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+# openat2 has the same number on every architecture that uses the generic
+# syscall table, and on x86_64.
+_SYS_OPENAT2 = 437 if platform.machine() in ("x86_64", "aarch64", "arm64", "riscv64") else -1
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """Open ``path`` relative to ``dirfd`` with the given resolve flags; raise OSError."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    encoded = os.fsencode(path)
+    for _ in range(8):
+        fd = _syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(dirfd),
+            ctypes.c_char_p(encoded),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        # EAGAIN: a concurrent rename made the kernel give up; it asks us to retry.
+        if err not in (errno.EAGAIN, errno.EINTR):
+            raise OSError(err, os.strerror(err), path)
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), path)
+
+
+def _probe() -> bool:
+    if _SYS_OPENAT2 < 0:
+        return False
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(openat2(root, ".", os.O_PATH, RESOLVE_IN_ROOT))
+    except OSError:
+        return False
+    finally:
+        os.close(root)
+    return True
+
+
+#: Whether this kernel (and seccomp profile) lets us use openat2.
+AVAILABLE = _probe()
