@@ -8,6 +8,8 @@ __all__ = ["load"]
 
 MODULES = (
     "pycontainerd.content.local",
+    "pycontainerd.snapshots.overlay",
+    "pycontainerd.snapshots.native",
     "pycontainerd.metadata",
     "pycontainerd.gc.scheduler",
     "pycontainerd.services.version",
