@@ -12,12 +12,19 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
+import io
+import json
 import os
+import random
 import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
+
+from isal import isal_zlib
 
 from bench.commands import ctr
 from bench.registry import Measure, Target, scenario
@@ -200,3 +207,178 @@ def containers_ls_5000(target: Target) -> Iterator[Measure]:
     if lines != CONTAINERS + 1:  # the header, then one line a container
         raise RuntimeError(f"{target.label}: ctr containers ls printed {lines} lines")
     yield Measure(ls)
+
+
+# --------------------------------------------------------------------------
+# import-unpack
+
+IMPORT_CACHE = Path("/var/tmp/pycontainerd-bench/import-unpack")
+IMPORT_IMAGE = "docker.io/library/bench-import-unpack:latest"
+# Bump when the generated tree changes, so a stale cache is rebuilt.
+IMPORT_TREE_VERSION = 1
+# (count, smallest, largest) per size class: ~60,000 files, ~1 GiB in all.
+IMPORT_FILES = ((52_000, 512, 8 << 10), (7_600, 16 << 10, 96 << 10), (400, 512 << 10, 1536 << 10))
+IMPORT_DIRS = 600
+IMPORT_SYMLINKS = 500
+
+
+def _text_pool(rng: random.Random, size: int) -> bytes:
+    """Bytes that compress about 2:1 with gzip, like source trees and binaries mixed:
+    random draws from a 24-letter alphabet with newlines, not runs or repeats."""
+    alphabet = b"abcdefghijklmnopqrstuvw\n"
+    return bytes(alphabet[b % 24] for b in rng.randbytes(size))
+
+
+def _layer_members(rng: random.Random) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """The tree, as tar members in a stable order: dirs, files, symlinks."""
+    pool = _text_pool(rng, 16 << 20)
+    dirs = [f"d{i // 30:02d}/s{i % 30:02d}" for i in range(IMPORT_DIRS)]
+    for top in sorted({d.split("/")[0] for d in dirs}):
+        yield _tar_dir(top), None
+    for d in dirs:
+        yield _tar_dir(d), None
+    n = 0
+    for count, low, high in IMPORT_FILES:
+        for _ in range(count):
+            size = rng.randint(low, high)
+            start = rng.randrange(0, len(pool) - size)
+            info = tarfile.TarInfo(f"{dirs[n % len(dirs)]}/f{n:05d}")
+            info.size, info.mode, info.mtime = size, 0o644, 1_700_000_000
+            yield info, pool[start : start + size]
+            n += 1
+    for i in range(IMPORT_SYMLINKS):
+        info = tarfile.TarInfo(f"{dirs[i % len(dirs)]}/link{i:03d}")
+        info.type, info.linkname, info.mtime = tarfile.SYMTYPE, f"f{i:05d}", 1_700_000_000
+        yield info, None
+
+
+def _tar_dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+    return info
+
+
+class _LayerWriter:
+    """Gzip a tar stream into ``out`` (isal, level 2), hashing the
+    uncompressed bytes on the way: the diff ID."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self._gz: Any = isal_zlib.compressobj(2, isal_zlib.DEFLATED, 31)
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.out.write(self._gz.compress(data))
+        return len(data)
+
+    def close(self) -> None:
+        self.out.write(self._gz.flush())
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+@functools.cache
+def _import_archive() -> Path:
+    """The OCI archive of the tree: made once, cached across runs (~1 minute)."""
+    archive = IMPORT_CACHE / f"image-v{IMPORT_TREE_VERSION}.tar"
+    if archive.exists():
+        return archive
+    IMPORT_CACHE.mkdir(parents=True, exist_ok=True)
+    layer = IMPORT_CACHE / "layer.tar.gz.tmp"
+    with layer.open("wb") as raw:
+        writer = _LayerWriter(raw)
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for info, data in _layer_members(random.Random(IMPORT_TREE_VERSION)):
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        writer.close()
+    diff_id = f"sha256:{writer.sha.hexdigest()}"
+    layer_digest, layer_size = _file_digest(layer), layer.stat().st_size
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    config_digest = f"sha256:{hashlib.sha256(config).hexdigest()}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest,
+                    "size": layer_size,
+                }
+            ],
+        }
+    ).encode()
+    manifest_digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": IMPORT_IMAGE},
+                }
+            ],
+        }
+    ).encode()
+    tmp = archive.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as out:
+        _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        _add_bytes(out, "index.json", index)
+        _add_bytes(out, f"blobs/sha256/{config_digest[7:]}", config)
+        _add_bytes(out, f"blobs/sha256/{manifest_digest[7:]}", manifest)
+        out.add(layer, f"blobs/sha256/{layer_digest[7:]}")
+    tmp.rename(archive)
+    layer.unlink()
+    return archive
+
+
+@scenario(
+    "import-unpack",
+    "`ctr images import` (import + unpack into overlayfs) of a one-layer gzip OCI archive: "
+    f"~{sum(c for c, _, _ in IMPORT_FILES):,} files, ~1 GiB",
+    ops=1,
+    unit="import",
+    rounds=3,  # tens of seconds a round
+)
+def import_unpack(target: Target) -> Iterator[Measure]:
+    archive = _import_archive()
+    with Client(target.address, target.namespace) as client:
+        _ensure_namespace(client, target.namespace)
+    remove = ctr(target, "images", "rm", "--sync", IMPORT_IMAGE)
+
+    def reset() -> None:
+        # Every round imports into an empty store: the last round's image,
+        # blobs and snapshots are collected before the next begins.
+        remove()
+        os.sync()
+        _warm(archive)
+
+    yield Measure(ctr(target, "images", "import", str(archive), timeout=1800), reset=reset)
+    remove()

@@ -19,6 +19,10 @@ MODULES = (
     "pycontainerd.services.images",
     "pycontainerd.services.leases",
     "pycontainerd.services.content",
+    "pycontainerd.services.snapshots",
+    "pycontainerd.diff.walking",
+    "pycontainerd.diff.ordered",
+    "pycontainerd.services.diff",
     "pycontainerd.services.events",
     "pycontainerd.services.introspection",
 )

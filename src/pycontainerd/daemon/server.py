@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from pycontainerd import plugin
-from pycontainerd.daemon import builtins
+from pycontainerd.daemon import builtins, proxies
 from pycontainerd.daemon.config import Config, ConfigError, decode
 from pycontainerd.daemon.metrics_http import MetricsServer
 from pycontainerd.daemon.socket import finish_socket, prepare_socket
@@ -75,6 +75,7 @@ class Server:
 
     async def _init_plugins(self) -> None:
         builtins.load()
+        proxies.register(self.config.proxy_plugins)
         disabled = frozenset(self.config.disabled_plugins)
         for reg in plugin.registrations(disabled):
             ctx = plugin.InitContext(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pycontainerd.containers import EPOCH
+from pycontainerd.platforms import Platform
 
 __all__ = ["Descriptor", "Image"]
 
@@ -27,6 +28,8 @@ class Descriptor:
     digest: str
     size: int
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: The platform an index entry is for (only in indexes; not on the wire).
+    platform: Platform | None = None
 
 
 @dataclass(frozen=True, slots=True)

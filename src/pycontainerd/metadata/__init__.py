@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from pycontainerd.metadata.gc import GarbageCollector
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseManager
 from pycontainerd.metadata.namespaces import Namespace, NamespaceStore
+from pycontainerd.metadata.snapshots import SnapshotCollectible, SnapshotStore
+from pycontainerd.snapshots import Snapshotter
 
 __all__ = [
     "ContainerStore",
@@ -25,6 +28,7 @@ __all__ = [
     "Metadata",
     "Namespace",
     "NamespaceStore",
+    "SnapshotStore",
 ]
 
 
@@ -41,18 +45,39 @@ class Metadata:
     content: ContentStore | None = None
     #: Collects what nothing refers to (the GC scheduler plugin drives it).
     gc: GarbageCollector = field(init=False)
+    #: The core snapshotters to wrap, by name (plugin id).
+    snapshotter_backends: Mapping[str, Snapshotter] = field(default_factory=dict)
+    #: The namespaced view of each snapshotter, by name.
+    snapshotters: dict[str, SnapshotStore] = field(init=False)
 
     def __post_init__(self) -> None:
         self.containers = ContainerStore(self.db)
         self.images = ImageStore(self.db)
         self.leases = LeaseManager(self.db)
         self.gc = GarbageCollector(self.db, self.content)
+        self.gc.register_collectible(SnapshotCollectible())
+        self.snapshotters = {}
+        for name, backend in self.snapshotter_backends.items():
+            store = SnapshotStore(self.db, name, backend, on_remove=self.gc.mark_snapshotter_dirty)
+            self.snapshotters[name] = store
+            self.gc.register_snapshotter(name, store.cleanup)
 
     @classmethod
-    def open(cls, root: Path, *, content_store: ContentBackend | None = None) -> Metadata:
+    def open(
+        cls,
+        root: Path,
+        *,
+        content_store: ContentBackend | None = None,
+        snapshotters: Mapping[str, Snapshotter] | None = None,
+    ) -> Metadata:
         db = Database(root / "meta.db")
         content = ContentStore(db, content_store) if content_store is not None else None
-        return cls(db=db, namespaces=NamespaceStore(db), content=content)
+        return cls(
+            db=db,
+            namespaces=NamespaceStore(db),
+            content=content,
+            snapshotter_backends=dict(snapshotters or {}),
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -60,7 +85,11 @@ class Metadata:
 
 def _init(ctx: plugin.InitContext) -> Metadata:
     ctx.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    return Metadata.open(ctx.root, content_store=ctx.get(plugin.PluginType.CONTENT))
+    return Metadata.open(
+        ctx.root,
+        content_store=ctx.get(plugin.PluginType.CONTENT),
+        snapshotters=ctx.plugins.instances(plugin.PluginType.SNAPSHOT),
+    )
 
 
 plugin.register(
@@ -68,6 +97,6 @@ plugin.register(
         type=plugin.PluginType.METADATA,
         id="sqlite",
         init=_init,
-        requires=(plugin.PluginType.CONTENT,),
+        requires=(plugin.PluginType.CONTENT, plugin.PluginType.SNAPSHOT),
     )
 )

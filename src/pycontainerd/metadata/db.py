@@ -29,16 +29,25 @@ their serialized bytes.
         (schema 3): when garbage collection may drop an ingest no lease
         holds, 24h after its writer last opened it; NULL for an ingest
         opened under a lease, which lives exactly as long as the lease
+    snapshots(namespace, snapshotter, key, backend_key, parent, labels,
+              created_at, updated_at; PK(namespace, snapshotter, key))  -- schema 4
+        a snapshot's visibility in a namespace (metadata/snapshots.py):
+        backend_key is the core snapshotter's key, ``<ns>/<seq>/<key>``;
+        parent is the parent's key in the same namespace ('' for none); kind
+        and usage live in the backend
+    snapshot_sequences(namespace, snapshotter, value; PK(namespace, snapshotter))
+        the last ``<seq>`` handed out there, so no backend key is reused
+        (kept when the namespace goes: its backend snapshots may outlive it)
 
 Garbage collection (:mod:`pycontainerd.metadata.gc`) reads these tables as
 a graph: images, containers, live leases, unexpired ingests and objects
 labelled ``containerd.io/gc.root`` are roots; ``containerd.io/gc.ref.*``
-labels are edges; unreachable ``leases``, ``content`` and ``ingests`` rows are
-deleted in one transaction.
+labels are edges; unreachable ``leases``, ``content``, ``ingests`` and
+``snapshots`` rows are deleted in one transaction.
 
-The tables of objects a user keeps (images, containers, blobs; snapshots
-later) are listed in ``NAMESPACED_TABLES`` so a namespace that still holds
-any cannot be deleted; leases and ingests go with their namespace.
+The tables of objects a user keeps (images, containers, blobs, snapshots)
+are listed in ``NAMESPACED_TABLES`` so a namespace that still holds any
+cannot be deleted; leases and ingests go with their namespace.
 
 The file runs in WAL mode with ``synchronous=FULL`` so a committed change
 survives a crash.  Every write runs on one dedicated thread (SQLite allows
@@ -141,6 +150,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ingests ADD COLUMN expires_at INTEGER;
     UPDATE ingests SET expires_at = created_at + 86400000000000;
     """,
+    # 4: namespaced snapshots (see metadata/snapshots.py).
+    """
+    CREATE TABLE snapshots (
+        namespace TEXT NOT NULL REFERENCES namespaces(name),
+        snapshotter TEXT NOT NULL,
+        key TEXT NOT NULL,
+        backend_key TEXT NOT NULL,
+        parent TEXT NOT NULL DEFAULT '',
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (namespace, snapshotter, key),
+        UNIQUE (snapshotter, backend_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshots_by_parent ON snapshots(namespace, snapshotter, parent);
+    CREATE TABLE snapshot_sequences (
+        namespace TEXT NOT NULL,
+        snapshotter TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (namespace, snapshotter)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 #: Page cache of the read connection, in KiB (SQLite's default is 2 MiB).
@@ -151,6 +182,7 @@ NAMESPACED_TABLES: dict[str, str] = {
     "images": "images",
     "containers": "containers",
     "content": "blobs",
+    "snapshots": "snapshots",
 }
 
 

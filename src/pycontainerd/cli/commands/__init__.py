@@ -14,9 +14,11 @@ from pycontainerd.cli.commands import (
     content,
     events,
     images,
+    images_rootfs,  # noqa: F401  (adds mount, unmount, check, usage to images)
     leases,
     namespaces,
     plugins,
+    snapshots,
     version,
 )
 
@@ -30,5 +32,6 @@ COMMANDS: tuple[click.Command, ...] = (
     leases.command,
     namespaces.command,
     plugins.command,
+    snapshots.command,
     version.command,
 )

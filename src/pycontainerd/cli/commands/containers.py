@@ -8,9 +8,12 @@ Output follows ``ctr containers``: ``ls`` prints ``CONTAINER IMAGE RUNTIME``,
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,22 @@ import click
 from google.protobuf import any_pb2
 
 from pycontainerd import containers, errdefs, typeurl
+from pycontainerd import labels as label_limits
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2 as runc_options
 from pycontainerd.cli import gofmt
 from pycontainerd.cli.app import Globals, Group, echo_table, label_args, pass_globals
-from pycontainerd.client._sync.containers import DEFAULT_RUNTIME
+from pycontainerd.client import Client
+from pycontainerd.client._sync.containers import (
+    DEFAULT_RUNTIME,
+    AnyContainerOpt,
+    with_image,
+    with_new_snapshot,
+    with_snapshotter,
+)
+from pycontainerd.client._sync.image import Image, resolve_snapshotter
+from pycontainerd.images.identity import chain_id
+from pycontainerd.images.unpack import LABEL_STOP_SIGNAL
+from pycontainerd.mount import temp_mount
 from pycontainerd.oci import spec as oci
 
 __all__ = ["command", "info_json"]
@@ -47,6 +62,11 @@ def _env_file(path: str) -> list[str]:
 @command.command("create", context_settings=_ARGS_AFTER_FIRST)
 @click.option(
     "--snapshotter", envvar="CONTAINERD_SNAPSHOTTER", default="", help="Snapshotter name."
+)
+@click.option(
+    "--snapshotter-label",
+    multiple=True,
+    help="Label for the container's new snapshot (foo=bar); repeatable.",
 )
 @click.option("--config", "-c", "config_path", default="", help="Path to a runtime spec file.")
 @click.option("--cwd", default="", help="Working directory of the process.")
@@ -83,36 +103,133 @@ def create(g: Globals, /, args: tuple[str, ...], **opts: Any) -> None:
         raise errdefs.InvalidArgument("container id must be provided")
     client = g.client()
     labels = label_args(opts["label"])
+    record_labels = labels
+    container_opts: list[AnyContainerOpt] = []
     if opts["config_path"]:
         spec: dict[str, Any] = json.loads(Path(opts["config_path"]).read_text())
+    elif opts["rootfs"]:
+        root = oci.with_root_path(os.path.abspath(ref))
+        spec = oci.generate(g.namespace, id, *_spec_opts(root, args[2:], labels, opts))
     else:
-        if not opts["rootfs"]:
-            raise errdefs.NotImplemented(
-                "creating a container from an image is not supported yet; use --rootfs"
-            )
-        spec = oci.generate(g.namespace, id, *_spec_opts(ref, args[2:], labels, opts))
+        image, container_opts, record_labels = _from_image(client, ref, id, labels, opts)
+        passwd, group = _image_accounts(client, image, opts["snapshotter"])
+        root = image.spec_opts(args[2:], passwd=passwd, group=group)
+        spec = oci.generate(g.namespace, id, *_spec_opts(root, args[2:], labels, opts))
     runtime = opts["runtime"]
     options = (
         typeurl.marshal_any(runc_options.Options()) if runtime == "io.containerd.runc.v2" else None
     )
     client.new_container(
         id,
-        labels=labels,
+        *container_opts,
+        labels=record_labels,
         runtime=runtime,
         runtime_options=options,
         spec=spec,
     )
 
 
+def _from_image(
+    client: Client, ref: str, id: str, labels: dict[str, str], opts: dict[str, Any]
+) -> tuple[Image, list[AnyContainerOpt], dict[str, str]]:
+    """The image, container options and labels ctr uses for ``create IMAGE``.
+
+    The image is unpacked first if needed; the container gets a new active
+    snapshot named after it on the image's layers.  Labels are the image's,
+    then the image config's, then the command line's (last wins), plus the
+    image's stop signal.
+    """
+    snapshotter = opts["snapshotter"]
+    image = client.get_image(ref)
+    if not image.is_unpacked(snapshotter):
+        image.unpack(snapshotter)
+    config = image.image_config().raw.get("config") or {}
+    merged = {**_valid_labels(image.labels), **(config.get("Labels") or {}), **labels}
+    merged[LABEL_STOP_SIGNAL] = config.get("StopSignal") or "SIGTERM"
+    container_opts: list[AnyContainerOpt] = [
+        with_image(image),
+        with_snapshotter(snapshotter),
+        with_new_snapshot(id, image, labels=label_args(opts["snapshotter_label"])),
+    ]
+    return image, container_opts, merged
+
+
+#: Largest /etc/passwd or /etc/group read from an image.
+_ACCOUNTS_MAX = 1 << 20
+
+
+def _read_in_root(root: Path, *parts: str) -> str | None:
+    """A small file under ``root``, never following a symlink out of it.
+
+    Each component is opened with O_NOFOLLOW relative to its parent, so an
+    image whose /etc/passwd is a symlink (to the host's /etc/shadow, say)
+    reads as having none.  None when absent.
+    """
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_NOFOLLOW | (os.O_RDONLY if last else os.O_PATH | os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    log.warning("image file %s is a symlink: not followed", "/".join(parts))
+                    return None
+                raise
+            os.close(fd)
+            fd = child
+        return os.read(fd, _ACCOUNTS_MAX).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _image_accounts(
+    client: Client, image: Image, snapshotter: str
+) -> tuple[str | None, str | None]:
+    """The image's /etc/passwd and /etc/group, read from a temporary read-only
+    view of its layers (ctr reads them from the container's snapshot)."""
+    top = chain_id(image.rootfs())
+    sn = client.snapshot_service(resolve_snapshotter(client, snapshotter))
+    key = f"spec-{secrets.token_hex(8)} {top}"
+    with client.lease():  # a crash leaves nothing behind
+        mounts = sn.view(key, top)
+        try:
+            with temp_mount(mounts, readonly=True) as root:
+                return _read_in_root(root, "etc", "passwd"), _read_in_root(root, "etc", "group")
+        finally:
+            with contextlib.suppress(errdefs.NotFound):
+                sn.remove(key)
+
+
+def _valid_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Image labels a container can take: an oversized one is skipped with a warning."""
+    result = {}
+    for key, value in labels.items():
+        try:
+            label_limits.validate(key, value)
+        except errdefs.InvalidArgument as exc:
+            log.warning("unable to add image label with key %s to the container: %s", key, exc)
+            continue
+        result[key] = value
+    return result
+
+
 def _spec_opts(
-    rootfs: str, process_args: tuple[str, ...], labels: Mapping[str, str], opts: dict[str, Any]
+    root: oci.SpecOpt,
+    process_args: tuple[str, ...],
+    labels: Mapping[str, str],
+    opts: dict[str, Any],
 ) -> list[oci.SpecOpt]:
-    """The spec options ctr applies for these flags, in ctr's order."""
+    """The spec options ctr applies for these flags, in ctr's order; ``root``
+    is the rootfs path (``--rootfs``) or the image config's process."""
     result: list[oci.SpecOpt] = []
     if opts["env_file"]:
         result.append(oci.with_env(_env_file(opts["env_file"])))
     result.append(oci.with_env(opts["env"]))
-    result.append(oci.with_root_path(os.path.abspath(rootfs)))
+    result.append(root)
     if opts["read_only"]:
         result.append(oci.with_readonly_rootfs)
     if process_args:
@@ -234,7 +351,7 @@ def remove(g: Globals, keep_snapshot: bool, ids: tuple[str, ...]) -> None:
     for id in ids:
         try:
             # Loading first gives ctr's "in namespace" message for a missing id.
-            client.load_container(id).delete()
+            client.load_container(id).delete(cleanup_snapshot=not keep_snapshot)
         except errdefs.ContainerdError as exc:
             first = first or exc
             log.error("failed to delete container %s: %s", errdefs.q(id), errdefs.wire_message(exc))

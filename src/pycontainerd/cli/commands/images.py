@@ -1,18 +1,32 @@
-"""``pyctr images``: list, tag, label and remove image records.
+"""``pyctr images``: list, tag, label, remove, import and export images.
 
-Output follows ``ctr images``.  The SIZE column shows the target's size
-until the content store can be walked for the whole image.
+Output follows ``ctr images``: ``ls`` computes SIZE for the host's platform
+and PLATFORMS from the image's index or config, as ctr does; ``import``
+prints ``unpacking NAME (DIGEST)...done`` for each image it unpacks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, platforms
 from pycontainerd.cli.app import Globals, Group, echo_table, label_args, pass_globals, sorted_labels
+from pycontainerd.client import Client
 from pycontainerd.images import Descriptor, Image
+from pycontainerd.images import archive_import as ai
+from pycontainerd.images.handlers import walk_size
+from pycontainerd.images.manifest import drive, platforms_of
+
+if TYPE_CHECKING:
+    from pycontainerd.client._sync.image import Image as ImageObject
 
 __all__ = ["command", "human_bytes"]
 
@@ -36,13 +50,28 @@ def human_bytes(size: int) -> str:
     return f"{value:02.1f} {_UNITS[unit]}"
 
 
+def _size_and_platforms(image: ImageObject) -> tuple[int, str]:
+    """ctr's SIZE (for the host's platform) and PLATFORMS cells; errors are logged."""
+    walk = walk_size(image.target, platforms.only(platforms.default()))
+    size, error = drive(walk, image.read_blob)
+    if error is not None:
+        log.error("failed calculating size for image %s: %s", image.name, error.message)
+    try:
+        found = platforms_of(image.read_blob, image.target)
+    except errdefs.ContainerdError as exc:
+        log.error("failed resolving platform for image %s: %s", image.name, exc.message)
+        return size, "-"
+    names = sorted({platforms.format(p) for p in found})
+    return size, ",".join(names) or "-"
+
+
 @command.command("ls", aliases=["list"])
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image refs.")
 @click.argument("filters", nargs=-1)
 @pass_globals
 def list_images(g: Globals, quiet: bool, filters: tuple[str, ...]) -> None:
     """List images known to the daemon, optionally filtered (name==..., labels.k==v)."""
-    images = g.client().images.list(*filters)
+    images = g.client().list_images(*filters)
     if quiet:
         for image in images:
             click.echo(image.name)
@@ -50,17 +79,193 @@ def list_images(g: Globals, quiet: bool, filters: tuple[str, ...]) -> None:
     rows = [["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"]]
     for image in images:
         t = image.target
+        size, platform_cell = _size_and_platforms(image)
         rows.append(
             [
                 image.name,
                 t.media_type,
                 t.digest,
-                human_bytes(t.size),
-                "-",
+                human_bytes(size),
+                platform_cell,
                 sorted_labels(image.labels) or "-",
             ]
         )
     echo_table(rows, minwidth=1, tabwidth=8, padding=1)
+
+
+def _parse_platform(spec: str) -> platforms.Platform:
+    try:
+        return platforms.parse(spec)
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"unable to parse platform {spec}: {exc.message}") from exc
+
+
+@contextlib.contextmanager
+def _input(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as f:
+        yield f
+
+
+def _unpack(client: Client, image: Image, snapshotter: str, matcher: platforms.Matcher) -> None:
+    """Unpack as ctr prints it: ``unpacking NAME (DIGEST)...done``."""
+    click.echo(f"unpacking {image.name} ({image.target.digest})...", nl=False)
+    client.get_image(image.name, platform=matcher).unpack(snapshotter)
+    click.echo("done")
+
+
+@command.command("import")
+@click.option(
+    "--base-name",
+    default="",
+    help="Base image name for added images; when "
+    "given, only images with this name prefix are imported.",
+)
+@click.option("--digests", is_flag=True, help="Also create digest images (BASE@DIGEST).")
+@click.option(
+    "--skip-digest-for-named", is_flag=True, help="Skip --digests for images named in the archive."
+)
+@click.option("--index-name", default="", help="Image name to keep the index as.")
+@click.option("--all-platforms", is_flag=True, help="Import content for all platforms.")
+@click.option("--platform", "platform_spec", default="", help="Import content for a platform.")
+@click.option("--no-unpack", is_flag=True, help="Skip unpacking the images.")
+@click.option(
+    "--compress-blobs",
+    is_flag=True,
+    help="Compress uncompressed blobs when creating the manifest (Docker format only).",
+)
+@click.option(
+    "--snapshotter",
+    envvar="CONTAINERD_SNAPSHOTTER",
+    default="",
+    help="Snapshotter name; empty for the default.",
+)
+@click.option(
+    "--from-rootfs",
+    "rootfs",
+    default="",
+    metavar="PATH",
+    help="Build a one-layer image from a directory or tar; the argument is its name.",
+)
+@click.option("--config-cmd", multiple=True, help="With --from-rootfs: a Cmd argument.")
+@click.option("--config-env", multiple=True, help="With --from-rootfs: an Env entry K=V.")
+@click.option("--config-workdir", default="", help="With --from-rootfs: the WorkingDir.")
+@click.argument("source", required=False, default="")
+@pass_globals
+def import_images(
+    g: Globals,
+    base_name: str,
+    digests: bool,
+    skip_digest_for_named: bool,
+    index_name: str,
+    all_platforms: bool,
+    platform_spec: str,
+    no_unpack: bool,
+    compress_blobs: bool,
+    snapshotter: str,
+    rootfs: str,
+    config_cmd: tuple[str, ...],
+    config_env: tuple[str, ...],
+    config_workdir: str,
+    source: str,
+) -> None:
+    """Import images from a tar stream (OCI v1, Docker v1.1/v1.2), or from a rootfs.
+
+    FILE is a path or - for stdin.  Without --base-name, tag-only names get
+    the prefix import-YYYY-MM-DD.
+    """
+    if skip_digest_for_named and not digests:
+        raise click.ClickException(
+            "--skip-digest-for-named must be specified with --digests option"
+        )
+    platform = _parse_platform(platform_spec) if platform_spec else None
+    matcher = platforms.only(platform) if platform is not None else None
+    client = g.client()
+    with client.lease():
+        if rootfs:
+            if not source:
+                raise click.ClickException("please provide a name for the image")
+            images = [
+                client.import_rootfs(
+                    Path(rootfs),
+                    source,
+                    platform=platform,
+                    cmd=config_cmd,
+                    env=config_env,
+                    workdir=config_workdir,
+                )
+            ]
+        else:
+            if not source:
+                raise click.ClickException("please provide an archive to import (or - for stdin)")
+            prefix = base_name or f"import-{dt.datetime.now().strftime('%Y-%m-%d')}"
+            translator = ai.filter_ref_prefix(prefix) if base_name else ai.add_ref_prefix(prefix)
+            with _input(source) as stream:
+                images = client.import_archive(
+                    stream,
+                    ref_translator=translator,
+                    digest_ref=ai.digest_translator(prefix) if digests else None,
+                    skip_digest_for_named=skip_digest_for_named,
+                    index_name=index_name,
+                    platform=matcher,
+                    all_platforms=all_platforms,
+                    compress_blobs=compress_blobs,
+                )
+        if no_unpack:
+            return
+        log.debug("unpacking %d images", len(images))
+        for image in images:
+            _unpack(client, image, snapshotter, matcher or platforms.only(platforms.default()))
+
+
+@command.command("export")
+@click.option(
+    "--skip-manifest-json",
+    is_flag=True,
+    help="Do not add Docker compatible manifest.json to the archive.",
+)
+@click.option(
+    "--skip-non-distributable",
+    is_flag=True,
+    help="Do not add non-distributable blobs such as Windows layers.",
+)
+@click.option("--platform", "platform_specs", multiple=True, help="Export content for a platform.")
+@click.option("--all-platforms", is_flag=True, help="Export content for all platforms.")
+@click.argument("out", required=False, default="")
+@click.argument("refs", nargs=-1)
+@pass_globals
+def export_images(
+    g: Globals,
+    skip_manifest_json: bool,
+    skip_non_distributable: bool,
+    platform_specs: tuple[str, ...],
+    all_platforms: bool,
+    out: str,
+    refs: tuple[str, ...],
+) -> None:
+    """Export images to OUT (a path, or - for stdout) as an OCI archive.
+
+    A Docker manifest.json is added for the platform (--skip-manifest-json
+    leaves it out); --all-platforms exports every platform of an index.
+    """
+    if not out or not refs:
+        raise click.ClickException(
+            "please provide both an output filename and an image reference to export"
+        )
+    selected = [_parse_platform(p) for p in platform_specs]
+    client = g.client()
+    with contextlib.ExitStack() as stack:
+        f = sys.stdout.buffer if out == "-" else stack.enter_context(open(out, "wb"))
+        client.export(
+            f,
+            *refs,
+            platforms=selected,
+            all_platforms=all_platforms,
+            skip_manifest_json=skip_manifest_json,
+            skip_non_distributable=skip_non_distributable,
+        )
 
 
 @command.command("rm", aliases=["delete", "del", "remove"])

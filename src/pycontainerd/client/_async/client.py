@@ -8,11 +8,12 @@ that survives that rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
@@ -24,15 +25,20 @@ from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
+from pycontainerd.client._async import transfer
 from pycontainerd.client._async.containers import (
+    AnyContainerOpt,
     AsyncContainer,
     AsyncContainers,
-    NewContainerOpt,
+    has_client_opts,
 )
 from pycontainerd.client._async.containers import build as build_container
 from pycontainerd.client._async.content import AsyncContent
+from pycontainerd.client._async.diff import AsyncDiff
+from pycontainerd.client._async.image import AsyncImage
 from pycontainerd.client._async.images import AsyncImages
 from pycontainerd.client._async.leases import AsyncLeases, AsyncLeaseScope
+from pycontainerd.client._async.snapshots import AsyncSnapshotService
 from pycontainerd.client._shared import (
     DEFAULT_ADDRESS,
     ServerInfo,
@@ -45,6 +51,15 @@ from pycontainerd.wire import events as events_wire
 from pycontainerd.wire import introspection as introspection_wire
 from pycontainerd.wire.introspection import PluginInfo
 from pycontainerd.wire.namespaces import NamespaceInfo, from_pb
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import IO, BinaryIO
+
+    from pycontainerd import platforms
+    from pycontainerd.images import Image as ImageRecord
+    from pycontainerd.images.archive_import import RefTranslator
 
 __all__ = ["AsyncClient"]
 
@@ -169,6 +184,7 @@ class AsyncClient:
         self.images = AsyncImages(call)
         self.leases = AsyncLeases(call)
         self.content = AsyncContent(call)
+        self.diff = AsyncDiff(call)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -235,7 +251,7 @@ class AsyncClient:
     async def new_container(
         self,
         id: str,
-        *opts: NewContainerOpt,
+        *opts: AnyContainerOpt,
         labels: Mapping[str, str] | None = None,
         image: str | None = None,
         runtime: str | None = None,
@@ -250,27 +266,112 @@ class AsyncClient:
         ``spec`` is an OCI spec as a mapping (see :mod:`pycontainerd.oci.spec`)
         or a packed Any; ``runtime`` defaults to ``io.containerd.runc.v2``.
         """
-        record = build_container(
-            id,
-            opts,
-            labels=dict(labels) if labels is not None else None,
-            image=image,
-            runtime=runtime,
-            runtime_options=runtime_options,
-            spec=spec,
-            snapshotter=snapshotter,
-            snapshot_key=snapshot_key,
-            extensions=dict(extensions) if extensions is not None else None,
-        )
-        return AsyncContainer(self.containers, await self.containers.create(record))
+        # Snapshots the options create are held by a lease until the record
+        # holds them, as containerd's NewContainer does.
+        needs_lease = has_client_opts(opts) and leases.current() is None
+        async with self.lease() if needs_lease else contextlib.nullcontext():
+            record = await build_container(
+                self,
+                id,
+                opts,
+                labels=dict(labels) if labels is not None else None,
+                image=image,
+                runtime=runtime,
+                runtime_options=runtime_options,
+                spec=spec,
+                snapshotter=snapshotter,
+                snapshot_key=snapshot_key,
+                extensions=dict(extensions) if extensions is not None else None,
+            )
+            return AsyncContainer(self, await self.containers.create(record))
 
     async def load_container(self, id: str) -> AsyncContainer:
         """The container ``id`` of the current namespace (NotFound if none)."""
-        return AsyncContainer(self.containers, await self.containers.get(id))
+        return AsyncContainer(self, await self.containers.get(id))
 
     async def list_containers(self, *filters: str) -> list[AsyncContainer]:
         """Containers matching any of ``filters`` (``labels.app==web``...)."""
-        return [AsyncContainer(self.containers, r) for r in await self.containers.list(*filters)]
+        return [AsyncContainer(self, r) for r in await self.containers.list(*filters)]
+
+    # --- images -----------------------------------------------------------------
+
+    async def get_image(
+        self, name: str, *, platform: platforms.Matcher | None = None
+    ) -> AsyncImage:
+        """The image ``name`` (NotFound if none), for ``platform`` (default: the host's)."""
+        return AsyncImage(self, await self.images.get(name), platform=platform)
+
+    async def list_images(self, *filters: str) -> list[AsyncImage]:
+        """Images matching any of ``filters`` (``name==...``, ``labels.k==v``...)."""
+        return [AsyncImage(self, r) for r in await self.images.list(*filters)]
+
+    async def import_archive(
+        self,
+        stream: IO[bytes],
+        *,
+        ref_translator: RefTranslator | None = None,
+        digest_ref: Callable[[str], str] | None = None,
+        skip_digest_for_named: bool = False,
+        index_name: str = "",
+        platform: platforms.Matcher | None = None,
+        all_platforms: bool = False,
+        compress_blobs: bool = False,
+    ) -> list[ImageRecord]:
+        """Import an OCI layout or ``docker save`` tar; the image records made or updated."""
+        return await transfer.import_archive(
+            self,
+            stream,
+            ref_translator=ref_translator,
+            digest_ref=digest_ref,
+            skip_digest_for_named=skip_digest_for_named,
+            index_name=index_name,
+            platform=platform,
+            all_platforms=all_platforms,
+            compress_blobs=compress_blobs,
+        )
+
+    async def export(
+        self,
+        out: BinaryIO,
+        *names: str,
+        platforms: Sequence[platforms.Platform] = (),
+        all_platforms: bool = False,
+        skip_manifest_json: bool = False,
+        skip_non_distributable: bool = False,
+    ) -> None:
+        """Write images to ``out`` as an OCI layout tar with Docker's manifest.json."""
+        await transfer.export(
+            self,
+            out,
+            names,
+            platforms=platforms,
+            all_platforms=all_platforms,
+            skip_manifest_json=skip_manifest_json,
+            skip_non_distributable=skip_non_distributable,
+        )
+
+    async def import_rootfs(
+        self,
+        source: str | Path,
+        name: str,
+        *,
+        platform: platforms.Platform | None = None,
+        cmd: Sequence[str] = (),
+        entrypoint: Sequence[str] = (),
+        env: Sequence[str] = (),
+        workdir: str = "",
+    ) -> ImageRecord:
+        """Build a one-layer image from a directory or tar and name it ``name``."""
+        return await transfer.import_rootfs(
+            self,
+            source,
+            name,
+            platform=platform,
+            cmd=cmd,
+            entrypoint=entrypoint,
+            env=env,
+            workdir=workdir,
+        )
 
     def lease(
         self,
@@ -284,6 +385,11 @@ class AsyncClient:
         the lease; it expires after ``expiration`` (None: never) and is deleted
         when the block ends."""
         return AsyncLeaseScope(self.leases, id, labels, expiration, sync)
+
+    def snapshot_service(self, name: str = "overlayfs") -> AsyncSnapshotService:
+        """The snapshotter ``name`` of the daemon, as a ``Snapshotter`` in this
+        client's namespace (requests carry the context's lease)."""
+        return AsyncSnapshotService(self._call, name)
 
     async def plugins(self, *filters: str) -> list[PluginInfo]:
         req = introspection_pb2.PluginsRequest(filters=list(filters))

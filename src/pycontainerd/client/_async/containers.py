@@ -9,6 +9,9 @@ changes its record on demand.
 Like containerd's ``NewContainerOpts``, a container is built by options:
 plain callables that take the record being built and return it changed
 (records are frozen), e.g. ``with_container_labels({"app": "web"})``.
+Options that must ask the daemon (prepare the root filesystem snapshot,
+check that one exists) are :class:`AsyncClientOpt` objects instead, applied
+in the same order with the client at hand: ``with_new_snapshot(id, image)``.
 
 This module is converted to the sync client by ``tools/unasync.py``.
 """
@@ -16,6 +19,7 @@ This module is converted to the sync client by ``tools/unasync.py``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
@@ -26,20 +30,27 @@ from google.protobuf import any_pb2, field_mask_pb2
 
 from pycontainerd import containers, errdefs
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from pycontainerd.client._async.image import AsyncImage, resolve_snapshotter
+from pycontainerd.images.identity import chain_id
 from pycontainerd.oci import spec as oci_spec
 from pycontainerd.wire import containers as wire
 
 if TYPE_CHECKING:
-    from pycontainerd.client._async.client import _Call
+    from pycontainerd.client._async.client import AsyncClient, _Call
 
 __all__ = [
     "DEFAULT_RUNTIME",
+    "AnyContainerOpt",
+    "AsyncClientOpt",
     "AsyncContainer",
     "AsyncContainers",
     "NewContainerOpt",
     "with_container_extension",
     "with_container_labels",
+    "with_image",
     "with_image_name",
+    "with_new_snapshot",
+    "with_new_snapshot_view",
     "with_runtime",
     "with_snapshot",
     "with_snapshotter",
@@ -51,6 +62,28 @@ DEFAULT_RUNTIME = "io.containerd.runc.v2"
 
 NewContainerOpt = Callable[[containers.Container], containers.Container]
 """An option for ``new_container``: takes the record being built, returns it changed."""
+
+
+class AsyncClientOpt:
+    """An option that needs the daemon: applied with the client, in order."""
+
+    async def apply(self, client: AsyncClient, c: containers.Container) -> containers.Container:
+        raise NotImplementedError
+
+
+AnyContainerOpt = NewContainerOpt | AsyncClientOpt
+"""What ``new_container`` and ``AsyncContainer.update`` accept."""
+
+
+async def _apply_opts(
+    client: AsyncClient, record: containers.Container, opts: tuple[AnyContainerOpt, ...]
+) -> containers.Container:
+    for opt in opts:
+        if isinstance(opt, AsyncClientOpt):
+            record = await opt.apply(client, record)
+        else:
+            record = opt(record)
+    return record
 
 
 def with_container_labels(labels: Mapping[str, str]) -> NewContainerOpt:
@@ -79,9 +112,62 @@ def with_snapshotter(name: str) -> NewContainerOpt:
     return lambda c: dataclasses.replace(c, snapshotter=name)
 
 
-def with_snapshot(key: str) -> NewContainerOpt:
+def with_image(image: AsyncImage) -> NewContainerOpt:
+    """Record the image the container is made from."""
+    return with_image_name(image.name)
+
+
+class _Snapshot(AsyncClientOpt):
+    """Root filesystem from a snapshot: a new one on an image, or an existing one."""
+
+    def __init__(
+        self,
+        key: str,
+        image: AsyncImage | None,
+        *,
+        view: bool = False,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.key = key
+        self.image = image
+        self.view = view
+        self.labels = dict(labels or {})
+
+    async def apply(self, client: AsyncClient, c: containers.Container) -> containers.Container:
+        snapshotter = await resolve_snapshotter(client, c.snapshotter)
+        sn = client.snapshot_service(snapshotter)
+        if self.image is None:
+            await sn.mounts(self.key)  # fail now, not at task start, if it is missing
+            return dataclasses.replace(c, snapshotter=snapshotter, snapshot_key=self.key)
+        parent = chain_id(await self.image.rootfs())
+        if self.view:
+            await sn.view(self.key, parent, self.labels)
+        else:
+            await sn.prepare(self.key, parent, self.labels)
+        return dataclasses.replace(
+            c, snapshotter=snapshotter, snapshot_key=self.key, image=self.image.name
+        )
+
+
+def with_new_snapshot(
+    key: str, image: AsyncImage, *, labels: Mapping[str, str] | None = None
+) -> AsyncClientOpt:
+    """Prepare a writable snapshot ``key`` on ``image``'s layers as the root
+    filesystem (in the container's snapshotter; set it first with
+    :func:`with_snapshotter`).  The image must be unpacked there."""
+    return _Snapshot(key, image, labels=labels)
+
+
+def with_new_snapshot_view(
+    key: str, image: AsyncImage, *, labels: Mapping[str, str] | None = None
+) -> AsyncClientOpt:
+    """Like :func:`with_new_snapshot`, but a read-only view."""
+    return _Snapshot(key, image, view=True, labels=labels)
+
+
+def with_snapshot(key: str) -> AsyncClientOpt:
     """Use the existing snapshot ``key`` as the container's root filesystem."""
-    return lambda c: dataclasses.replace(c, snapshot_key=key)
+    return _Snapshot(key, None)
 
 
 def with_container_extension(name: str, value: any_pb2.Any) -> NewContainerOpt:
@@ -141,8 +227,9 @@ class AsyncContainers:
 class AsyncContainer:
     """A container of the daemon, by id; methods read or change its record."""
 
-    def __init__(self, store: AsyncContainers, record: containers.Container) -> None:
-        self._store = store
+    def __init__(self, client: AsyncClient, record: containers.Container) -> None:
+        self._client = client
+        self._store = client.containers
         self._record = record
 
     @property
@@ -175,19 +262,40 @@ class AsyncContainer:
         decoded: dict[str, Any] = json.loads(record.spec.value)
         return decoded
 
-    async def update(self, *opts: NewContainerOpt) -> containers.Container:
+    async def update(self, *opts: AnyContainerOpt) -> containers.Container:
         """Apply options to the current record and store every replaceable field."""
-        record = await self.info()
-        for opt in opts:
-            record = opt(record)
+        record = await _apply_opts(self._client, await self.info(), opts)
         self._record = await self._store.update(record)
         return self._record
 
-    async def delete(self) -> None:
+    async def delete(self, *, cleanup_snapshot: bool = False) -> None:
+        """Delete the record; with ``cleanup_snapshot`` its snapshot first.
+
+        As containerd's ``WithSnapshotCleanup``: a snapshot already gone is
+        fine, and the record is only deleted once the snapshot is.
+        """
+        if cleanup_snapshot:
+            record = await self.info()
+            if record.snapshot_key:
+                if not record.snapshotter:
+                    raise errdefs.InvalidArgument(
+                        f"container {errdefs.q(self.id)}: snapshotter must be set "
+                        "to clean up its rootfs snapshot"
+                    )
+                sn = self._client.snapshot_service(record.snapshotter)
+                with contextlib.suppress(errdefs.NotFound):
+                    await sn.remove(record.snapshot_key)
         await self._store.delete(self.id)
 
 
-def build(id: str, opts: tuple[NewContainerOpt, ...], **fields: Any) -> containers.Container:
+def has_client_opts(opts: tuple[AnyContainerOpt, ...]) -> bool:
+    """Whether building with ``opts`` creates daemon resources (and wants a lease)."""
+    return any(isinstance(opt, AsyncClientOpt) for opt in opts)
+
+
+async def build(
+    client: AsyncClient, id: str, opts: tuple[AnyContainerOpt, ...], **fields: Any
+) -> containers.Container:
     """The record ``new_container`` sends: keyword fields first, then the options."""
     spec = fields.pop("spec", None)
     runtime = fields.pop("runtime", None) or DEFAULT_RUNTIME
@@ -199,6 +307,4 @@ def build(id: str, opts: tuple[NewContainerOpt, ...], **fields: Any) -> containe
     )
     if spec is not None:
         record = with_spec(spec)(record)
-    for opt in opts:
-        record = opt(record)
-    return record
+    return await _apply_opts(client, record, opts)

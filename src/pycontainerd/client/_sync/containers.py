@@ -10,6 +10,9 @@ changes its record on demand.
 Like containerd's ``NewContainerOpts``, a container is built by options:
 plain callables that take the record being built and return it changed
 (records are frozen), e.g. ``with_container_labels({"app": "web"})``.
+Options that must ask the daemon (prepare the root filesystem snapshot,
+check that one exists) are :class:`ClientOpt` objects instead, applied
+in the same order with the client at hand: ``with_new_snapshot(id, image)``.
 
 This module is converted to the sync client by ``tools/unasync.py``.
 """
@@ -17,6 +20,7 @@ This module is converted to the sync client by ``tools/unasync.py``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
@@ -27,20 +31,27 @@ from google.protobuf import any_pb2, field_mask_pb2
 
 from pycontainerd import containers, errdefs
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from pycontainerd.client._sync.image import Image, resolve_snapshotter
+from pycontainerd.images.identity import chain_id
 from pycontainerd.oci import spec as oci_spec
 from pycontainerd.wire import containers as wire
 
 if TYPE_CHECKING:
-    from pycontainerd.client._sync.client import _Call
+    from pycontainerd.client._sync.client import Client, _Call
 
 __all__ = [
     "DEFAULT_RUNTIME",
+    "AnyContainerOpt",
+    "ClientOpt",
     "Container",
     "Containers",
     "NewContainerOpt",
     "with_container_extension",
     "with_container_labels",
+    "with_image",
     "with_image_name",
+    "with_new_snapshot",
+    "with_new_snapshot_view",
     "with_runtime",
     "with_snapshot",
     "with_snapshotter",
@@ -52,6 +63,28 @@ DEFAULT_RUNTIME = "io.containerd.runc.v2"
 
 NewContainerOpt = Callable[[containers.Container], containers.Container]
 """An option for ``new_container``: takes the record being built, returns it changed."""
+
+
+class ClientOpt:
+    """An option that needs the daemon: applied with the client, in order."""
+
+    def apply(self, client: Client, c: containers.Container) -> containers.Container:
+        raise NotImplementedError
+
+
+AnyContainerOpt = NewContainerOpt | ClientOpt
+"""What ``new_container`` and ``Container.update`` accept."""
+
+
+def _apply_opts(
+    client: Client, record: containers.Container, opts: tuple[AnyContainerOpt, ...]
+) -> containers.Container:
+    for opt in opts:
+        if isinstance(opt, ClientOpt):
+            record = opt.apply(client, record)
+        else:
+            record = opt(record)
+    return record
 
 
 def with_container_labels(labels: Mapping[str, str]) -> NewContainerOpt:
@@ -80,9 +113,62 @@ def with_snapshotter(name: str) -> NewContainerOpt:
     return lambda c: dataclasses.replace(c, snapshotter=name)
 
 
-def with_snapshot(key: str) -> NewContainerOpt:
+def with_image(image: Image) -> NewContainerOpt:
+    """Record the image the container is made from."""
+    return with_image_name(image.name)
+
+
+class _Snapshot(ClientOpt):
+    """Root filesystem from a snapshot: a new one on an image, or an existing one."""
+
+    def __init__(
+        self,
+        key: str,
+        image: Image | None,
+        *,
+        view: bool = False,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.key = key
+        self.image = image
+        self.view = view
+        self.labels = dict(labels or {})
+
+    def apply(self, client: Client, c: containers.Container) -> containers.Container:
+        snapshotter = resolve_snapshotter(client, c.snapshotter)
+        sn = client.snapshot_service(snapshotter)
+        if self.image is None:
+            sn.mounts(self.key)  # fail now, not at task start, if it is missing
+            return dataclasses.replace(c, snapshotter=snapshotter, snapshot_key=self.key)
+        parent = chain_id(self.image.rootfs())
+        if self.view:
+            sn.view(self.key, parent, self.labels)
+        else:
+            sn.prepare(self.key, parent, self.labels)
+        return dataclasses.replace(
+            c, snapshotter=snapshotter, snapshot_key=self.key, image=self.image.name
+        )
+
+
+def with_new_snapshot(
+    key: str, image: Image, *, labels: Mapping[str, str] | None = None
+) -> ClientOpt:
+    """Prepare a writable snapshot ``key`` on ``image``'s layers as the root
+    filesystem (in the container's snapshotter; set it first with
+    :func:`with_snapshotter`).  The image must be unpacked there."""
+    return _Snapshot(key, image, labels=labels)
+
+
+def with_new_snapshot_view(
+    key: str, image: Image, *, labels: Mapping[str, str] | None = None
+) -> ClientOpt:
+    """Like :func:`with_new_snapshot`, but a read-only view."""
+    return _Snapshot(key, image, view=True, labels=labels)
+
+
+def with_snapshot(key: str) -> ClientOpt:
     """Use the existing snapshot ``key`` as the container's root filesystem."""
-    return lambda c: dataclasses.replace(c, snapshot_key=key)
+    return _Snapshot(key, None)
 
 
 def with_container_extension(name: str, value: any_pb2.Any) -> NewContainerOpt:
@@ -142,8 +228,9 @@ class Containers:
 class Container:
     """A container of the daemon, by id; methods read or change its record."""
 
-    def __init__(self, store: Containers, record: containers.Container) -> None:
-        self._store = store
+    def __init__(self, client: Client, record: containers.Container) -> None:
+        self._client = client
+        self._store = client.containers
         self._record = record
 
     @property
@@ -176,19 +263,40 @@ class Container:
         decoded: dict[str, Any] = json.loads(record.spec.value)
         return decoded
 
-    def update(self, *opts: NewContainerOpt) -> containers.Container:
+    def update(self, *opts: AnyContainerOpt) -> containers.Container:
         """Apply options to the current record and store every replaceable field."""
-        record = self.info()
-        for opt in opts:
-            record = opt(record)
+        record = _apply_opts(self._client, self.info(), opts)
         self._record = self._store.update(record)
         return self._record
 
-    def delete(self) -> None:
+    def delete(self, *, cleanup_snapshot: bool = False) -> None:
+        """Delete the record; with ``cleanup_snapshot`` its snapshot first.
+
+        As containerd's ``WithSnapshotCleanup``: a snapshot already gone is
+        fine, and the record is only deleted once the snapshot is.
+        """
+        if cleanup_snapshot:
+            record = self.info()
+            if record.snapshot_key:
+                if not record.snapshotter:
+                    raise errdefs.InvalidArgument(
+                        f"container {errdefs.q(self.id)}: snapshotter must be set "
+                        "to clean up its rootfs snapshot"
+                    )
+                sn = self._client.snapshot_service(record.snapshotter)
+                with contextlib.suppress(errdefs.NotFound):
+                    sn.remove(record.snapshot_key)
         self._store.delete(self.id)
 
 
-def build(id: str, opts: tuple[NewContainerOpt, ...], **fields: Any) -> containers.Container:
+def has_client_opts(opts: tuple[AnyContainerOpt, ...]) -> bool:
+    """Whether building with ``opts`` creates daemon resources (and wants a lease)."""
+    return any(isinstance(opt, ClientOpt) for opt in opts)
+
+
+def build(
+    client: Client, id: str, opts: tuple[AnyContainerOpt, ...], **fields: Any
+) -> containers.Container:
     """The record ``new_container`` sends: keyword fields first, then the options."""
     spec = fields.pop("spec", None)
     runtime = fields.pop("runtime", None) or DEFAULT_RUNTIME
@@ -200,6 +308,4 @@ def build(id: str, opts: tuple[NewContainerOpt, ...], **fields: Any) -> containe
     )
     if spec is not None:
         record = with_spec(spec)(record)
-    for opt in opts:
-        record = opt(record)
-    return record
+    return _apply_opts(client, record, opts)
