@@ -29,6 +29,43 @@ def step(title: str, *argv: str, env: dict[str, str] | None = None) -> None:
     subprocess.run(argv, check=False, env=env)
 
 
+def busybox_rootfs(where: Path) -> Path:
+    """A tiny rootfs: Debian's static busybox and a few of its applets."""
+    (where / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", where / "bin" / "busybox")
+    for applet in ("sh", "ls", "echo", "cat"):
+        (where / "bin" / applet).symlink_to("busybox")
+    (where / "etc").mkdir()
+    (where / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    return where
+
+
+def image_demo(base: Path, pyctr: str, sock: str, env: dict[str, str]) -> None:
+    """An image from a plain directory, unpacked, mounted, exported, run on."""
+    rootfs = busybox_rootfs(base / "busybox")
+    image = "docker.io/library/demo-busybox:latest"
+    step("an image from a plain directory (like docker import), unpacked",
+         pyctr, "images", "import", "--from-rootfs", str(rootfs), image,
+         "--config-cmd", "sh", env=env)
+    step("list images", pyctr, "images", "ls", env=env)
+    step("its layer, a committed snapshot", pyctr, "snapshots", "ls", env=env)
+    target = base / "mnt"
+    target.mkdir()
+    step("mount its rootfs", pyctr, "images", "mount", image, str(target), env=env)
+    step("look inside", "ls", str(target / "bin"))
+    step("unmount it", pyctr, "images", "unmount", "--rm", str(target), env=env)
+    archive = base / "demo.tar"
+    step("export it as an OCI archive", pyctr, "images", "export", str(archive), image, env=env)
+    step("remove it: content and snapshots are collected", pyctr, "images", "rm", "--sync",
+         image, env=env)
+    step("import the archive back, with containerd's ctr", "ctr", "-a", sock, "images",
+         "import", str(archive))
+    step("a container on a new snapshot of the image", pyctr, "containers", "create",
+         image, "demo2", env=env)
+    step("its snapshot", pyctr, "snapshots", "info", "demo2", env=env)
+    step("remove the container (and its snapshot)", pyctr, "containers", "rm", "demo2", env=env)
+
+
 def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="pcd-demo-", dir="/tmp"))
     sock = str(base / "pycontainerd.sock")
@@ -63,6 +100,7 @@ def main() -> int:
         step("list containers", pyctr, "containers", "ls", env=env)
         step("with ctr, too", "ctr", "-a", sock, "containers", "ls")
         step("remove it", pyctr, "containers", "rm", "demo1", env=env)
+        image_demo(base, pyctr, sock, env)
         time.sleep(0.3)
         events.terminate()
         print("\n$ pyctr events    # what a subscriber saw meanwhile")
