@@ -91,9 +91,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_oci_archive(path: Path, name: str) -> BuiltImage:
-    """An OCI image layout tar with one gzip layer, named by annotation."""
-    layer = _layer_tar()
+def build_oci_archive(path: Path, name: str, layer: bytes | None = None) -> BuiltImage:
+    """An OCI image layout tar with one gzip layer (``layer``, an uncompressed
+    tar; busybox by default), named by annotation."""
+    layer = _layer_tar() if layer is None else layer
     diff_id = _sha256(layer)
     blob = gzip.compress(layer, mtime=0)
     config = _config(diff_id)
