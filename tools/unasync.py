@@ -31,6 +31,7 @@ RULES: list[tuple[str, str]] = [
     (r"\baclose\b", "close"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\bclient\._async\b", "client._sync"),
+    (r"\btemp_mount_async\b", "temp_mount"),
 ]
 
 

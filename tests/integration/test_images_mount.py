@@ -199,7 +199,7 @@ def test_async_client_unpacks_and_builds_a_container_from_an_image(
             top = chain_id(await img.rootfs())
             config = await client.content.info((await img.config()).digest)
             assert config.labels["containerd.io/gc.ref.snapshot.native"] == top
-            spec = oci.generate("rootfs", "app", await img.spec_opts(["ls"]))
+            spec = oci.generate("rootfs", "app", await img.spec_opts(["ls"], snapshotter="native"))
             assert spec["process"]["args"] == ["ls"]
             c = await client.new_container(
                 "app", with_snapshotter("native"), with_new_snapshot("app", img), spec=spec

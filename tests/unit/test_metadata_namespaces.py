@@ -221,6 +221,39 @@ def test_namespace_that_still_holds_objects_cannot_be_deleted(
     assert ns1.get("ns1").name == "ns1"
 
 
+def test_a_non_empty_namespace_names_what_it_holds_in_containerds_order(
+    db: Database, ns1: NamespaceStore
+) -> None:
+    """images, blobs, containers, then snapshots per snapshotter by name (containerd 1.6)."""
+
+    def add_all(conn: sqlite3.Connection) -> None:
+        now = time.time_ns()
+        for sn, key in (("overlayfs", "a"), ("native", "b"), ("overlayfs", "c")):
+            conn.execute(
+                "INSERT INTO snapshots(namespace, snapshotter, key, backend_key, created_at, "
+                "updated_at) VALUES ('ns1', ?, ?, ?, ?, ?)",
+                (sn, key, f"ns1/1/{key}", now, now),
+            )
+        conn.execute(
+            "INSERT INTO containers(namespace, id, created_at, updated_at) "
+            "VALUES ('ns1', 'c', ?, ?)",
+            (now, now),
+        )
+        conn.execute(
+            "INSERT INTO content(namespace, digest, size, created_at, updated_at) "
+            "VALUES ('ns1', 'sha256:00', 1, ?, ?)",
+            (now, now),
+        )
+
+    run(db.write(add_all))
+    with pytest.raises(errdefs.FailedPrecondition) as excinfo:
+        run(ns1.delete("ns1"))
+    assert excinfo.value.message == (
+        'namespace "ns1" must be empty, but it still has blobs, containers, '
+        'snapshots on "native" snapshotter, snapshots on "overlayfs" snapshotter'
+    )
+
+
 # --- durability ----------------------------------------------------------------------------
 
 

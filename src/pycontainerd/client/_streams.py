@@ -6,6 +6,11 @@ call; sync ``grpc`` only takes a request iterator.  The two classes here give
 both the same shape — ``send(request) -> response`` and ``close()`` — so the
 async client can be written once and its sync twin generated from it
 (``AsyncBidiStream`` becomes ``BidiStream``).
+
+The other pairs follow the same trick for work that must not run on the
+event loop: ``AsyncPause`` sleeps, ``AsyncOffload`` hands blocking file
+and CPU work (tar parsing, gzip, file reads and writes) to a worker thread,
+while their sync twins just do it in place.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import contextlib
 import queue
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import grpc
 
 from pycontainerd import errdefs
 
-__all__ = ["AsyncBidiStream", "AsyncPause", "BidiStream", "Pause"]
+__all__ = ["AsyncBidiStream", "AsyncOffload", "AsyncPause", "BidiStream", "Offload", "Pause"]
 
 _DONE = object()
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _ended() -> errdefs.ContainerdError:
@@ -118,3 +126,23 @@ class Pause:
     @staticmethod
     def sleep(seconds: float) -> None:
         time.sleep(seconds)
+
+
+class AsyncOffload:
+    """``await AsyncOffload.run(fn, *args)`` runs blocking work in a thread.
+
+    The loop keeps serving other calls (and the gRPC stream feeding the
+    work) meanwhile; ``asyncio.to_thread`` carries the context variables,
+    so namespace and lease still apply.  Generated code says
+    ``Offload.run(fn, *args)``, which simply calls ``fn``.
+    """
+
+    @staticmethod
+    async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class Offload:
+    @staticmethod
+    def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return fn(*args, **kwargs)

@@ -61,6 +61,12 @@ class Metadata:
             store = SnapshotStore(self.db, name, backend, on_remove=self.gc.mark_snapshotter_dirty)
             self.snapshotters[name] = store
             self.gc.register_snapshotter(name, store.cleanup)
+            # A crash can leave half-made (``new-*``) or half-removed (``rm-*``)
+            # directories and backend snapshots no row names; the first
+            # collection after start-up (the scheduler's, off the start-up
+            # path) sweeps them instead of waiting for a snapshot removal, as
+            # containerd 1.6 does (checked: it keeps them until then).
+            self.gc.mark_snapshotter_dirty(name)
 
     @classmethod
     def open(

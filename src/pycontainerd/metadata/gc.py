@@ -15,35 +15,41 @@ Roots, per namespace:
 * an image's target digest, and what the image's labels refer to;
 * a container's snapshot (``<snapshotter>/<snapshot_key>``, when it has a
   snapshotter) and what its labels refer to;
-* content labelled ``containerd.io/gc.root``;
+* content and snapshots labelled ``containerd.io/gc.root``;
 * an ingest whose ``expires_at`` is still ahead (one no lease holds stays
   24 hours after its writer last opened it; see ``metadata/content.py``).
 
-References (edges), from labels on content, images and containers:
+References (edges):
 
-* ``containerd.io/gc.ref.content`` and ``containerd.io/gc.ref.content.<name>``
+* from labels on content, images, containers and snapshots:
+  ``containerd.io/gc.ref.content`` and ``containerd.io/gc.ref.content.<name>``
   or ``…content/<name>`` name a digest in the same namespace;
-* ``containerd.io/gc.ref.snapshot.<snapshotter>`` (or ``…<snapshotter>/<name>``)
-  names a snapshot key of that snapshotter;
+  ``containerd.io/gc.ref.snapshot.<snapshotter>`` (or
+  ``…<snapshotter>/<name>``) names a snapshot key of that snapshotter;
+* a snapshot refers to its parent (a flat one to its parent only, itself
+  flat);
 * an ingest refers to the blob it expects (a write sharing a blob another
   namespace committed).
 
-The sweep deletes the unreachable ``leases`` (their resources cascade),
-``content`` and ``ingests`` rows in one write transaction; only after it has
-committed do the backends lose anything: the content store drops blobs no
-namespace has a row for and ingests no row names
-(:meth:`ContentStore.collect_locked`), and each snapshotter that lost a
-snapshot runs its cleanup.  The collector holds the content store's lock
-exclusively from before the sweep until the content is cleaned, so a commit
-in flight (blob in the backend, row not yet written) is never swept.
+Snapshot rows take part through a :class:`Collectible` the metadata
+snapshot store registers (:class:`pycontainerd.metadata.snapshots.SnapshotCollectible`:
+its rows, roots, references and how to delete one), so this module holds
+no snapshot SQL of its own.
 
-Snapshots join when the snapshot store lands in metadata: it registers a
-:class:`Collectible` for :attr:`ResourceType.SNAPSHOT` (its rows, their own
-roots, parents and labels, how to delete one) and, per snapshotter, a
-cleanup callback (:meth:`GarbageCollector.register_snapshotter`) run after a
-collection removed one of its snapshots or after
-:meth:`GarbageCollector.mark_snapshotter_dirty`.  The references to snapshots
-listed above are already in the graph.
+The sweep deletes the unreachable ``leases`` (their resources cascade),
+``content``, ``ingests`` and ``snapshots`` rows in one write transaction;
+only after it has committed do the backends lose anything.  The content
+store drops blobs no namespace has a row for and ingests no row names
+(:meth:`ContentStore.collect_locked`); the collector holds the content
+store's lock exclusively from before the sweep until then, so a commit in
+flight (blob in the backend, row not yet written) is never swept.  Each
+snapshotter that is dirty — one of its rows was swept, a snapshot was
+removed outside collection, or the daemon just started (the metadata
+plugin marks every snapshotter dirty when it opens, as a crash may have
+left half-made or half-removed snapshots) — then runs its cleanup callback
+(:meth:`GarbageCollector.register_snapshotter`): the backend snapshots no
+row names are removed, children first, and the backend clears its
+directory of anything it does not know.
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ def parse_expiry(value: str) -> int | None:
 
 
 class Collectible(Protocol):
-    """One more kind of resource taking part in collection (snapshots, to come).
+    """One more kind of resource taking part in collection (snapshots).
 
     Every method runs inside the collection's write transaction on ``conn``
     and must not block on anything but the database.

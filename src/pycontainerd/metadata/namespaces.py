@@ -1,4 +1,8 @@
-"""Namespaces in the metadata database."""
+"""Namespaces in the metadata database.
+
+A namespace is deleted only when empty: no images, blobs, containers or
+snapshots left in it (leases and ingests go with it).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,28 @@ def ensure_namespace(conn: sqlite3.Connection, name: str) -> None:
 
 def _not_found(name: str) -> errdefs.NotFound:
     return errdefs.NotFound(f"namespace {q(name)}")
+
+
+# containerd 1.6 names what a namespace still holds in this order.
+_HELD_ORDER = ("images", "content", "containers", "snapshots")
+
+
+def _held(conn: sqlite3.Connection, name: str) -> list[str]:
+    """What keeps namespace ``name`` from being deleted, worded as containerd
+    does: ``images, blobs, containers, snapshots on "overlayfs" snapshotter``
+    (one entry per snapshotter, by name)."""
+    held: list[str] = []
+    for table in _HELD_ORDER:
+        if table == "snapshots":
+            rows = conn.execute(
+                "SELECT DISTINCT snapshotter FROM snapshots WHERE namespace = ? "
+                "ORDER BY snapshotter",
+                (name,),
+            )
+            held.extend(f"snapshots on {q(sn)} snapshotter" for (sn,) in rows)
+        elif conn.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():
+            held.append(NAMESPACED_TABLES[table])
+    return held
 
 
 class NamespaceStore:
@@ -114,14 +140,7 @@ class NamespaceStore:
         namespaces.validate(name)
 
         def tx(conn: sqlite3.Connection) -> None:
-            held = [
-                what
-                for table, what in NAMESPACED_TABLES.items()
-                if conn.execute(
-                    f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)
-                ).fetchone()
-            ]
-            if held:
+            if held := _held(conn, name):
                 raise errdefs.FailedPrecondition(
                     f"namespace {q(name)} must be empty, but it still has {', '.join(held)}"
                 )

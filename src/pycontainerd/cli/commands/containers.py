@@ -8,12 +8,9 @@ Output follows ``ctr containers``: ``ls`` prints ``CONTAINER IMAGE RUNTIME``,
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
 import json
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,10 +31,8 @@ from pycontainerd.client._sync.containers import (
     with_new_snapshot,
     with_snapshotter,
 )
-from pycontainerd.client._sync.image import Image, resolve_snapshotter
-from pycontainerd.images.identity import chain_id
+from pycontainerd.client._sync.image import Image
 from pycontainerd.images.unpack import LABEL_STOP_SIGNAL
-from pycontainerd.mount import temp_mount
 from pycontainerd.oci import spec as oci
 
 __all__ = ["command", "info_json"]
@@ -112,8 +107,7 @@ def create(g: Globals, /, args: tuple[str, ...], **opts: Any) -> None:
         spec = oci.generate(g.namespace, id, *_spec_opts(root, args[2:], labels, opts))
     else:
         image, container_opts, record_labels = _from_image(client, ref, id, labels, opts)
-        passwd, group = _image_accounts(client, image, opts["snapshotter"])
-        root = image.spec_opts(args[2:], passwd=passwd, group=group)
+        root = image.spec_opts(args[2:], snapshotter=opts["snapshotter"])
         spec = oci.generate(g.namespace, id, *_spec_opts(root, args[2:], labels, opts))
     runtime = opts["runtime"]
     options = (
@@ -152,56 +146,6 @@ def _from_image(
         with_new_snapshot(id, image, labels=label_args(opts["snapshotter_label"])),
     ]
     return image, container_opts, merged
-
-
-#: Largest /etc/passwd or /etc/group read from an image.
-_ACCOUNTS_MAX = 1 << 20
-
-
-def _read_in_root(root: Path, *parts: str) -> str | None:
-    """A small file under ``root``, never following a symlink out of it.
-
-    Each component is opened with O_NOFOLLOW relative to its parent, so an
-    image whose /etc/passwd is a symlink (to the host's /etc/shadow, say)
-    reads as having none.  None when absent.
-    """
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-    try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            flags = os.O_NOFOLLOW | (os.O_RDONLY if last else os.O_PATH | os.O_DIRECTORY)
-            try:
-                child = os.open(part, flags, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    log.warning("image file %s is a symlink: not followed", "/".join(parts))
-                    return None
-                raise
-            os.close(fd)
-            fd = child
-        return os.read(fd, _ACCOUNTS_MAX).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
-
-
-def _image_accounts(
-    client: Client, image: Image, snapshotter: str
-) -> tuple[str | None, str | None]:
-    """The image's /etc/passwd and /etc/group, read from a temporary read-only
-    view of its layers (ctr reads them from the container's snapshot)."""
-    top = chain_id(image.rootfs())
-    sn = client.snapshot_service(resolve_snapshotter(client, snapshotter))
-    key = f"spec-{secrets.token_hex(8)} {top}"
-    with client.lease():  # a crash leaves nothing behind
-        mounts = sn.view(key, top)
-        try:
-            with temp_mount(mounts, readonly=True) as root:
-                return _read_in_root(root, "etc", "passwd"), _read_in_root(root, "etc", "group")
-        finally:
-            with contextlib.suppress(errdefs.NotFound):
-                sn.remove(key)
 
 
 def _valid_labels(labels: Mapping[str, str]) -> dict[str, str]:

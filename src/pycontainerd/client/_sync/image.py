@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pycontainerd import errdefs, leases, namespaces, platforms
+from pycontainerd.client._streams import Offload
 from pycontainerd.images import Descriptor
 from pycontainerd.images import Image as ImageRecord
 from pycontainerd.images import manifest as manifests
+from pycontainerd.images.accounts import read_accounts
 from pycontainerd.images.identity import chain_id, chain_ids
 from pycontainerd.images.unpack import (
     DEFAULT_SNAPSHOTTER,
@@ -36,6 +39,7 @@ from pycontainerd.images.unpack import (
     unpack_key,
     with_image_config,
 )
+from pycontainerd.mount import temp_mount
 from pycontainerd.oci import spec as oci
 from pycontainerd.snapshots import LABEL_UNPACKED_REF, Usage
 
@@ -135,12 +139,55 @@ class Image:
         return pair_layers(mfst.layers, config.diff_ids)
 
     def spec_opts(
-        self, args: Sequence[str] = (), *, passwd: str | None = None, group: str | None = None
+        self,
+        args: Sequence[str] = (),
+        *,
+        snapshotter: str = "",
+        passwd: str | None = None,
+        group: str | None = None,
     ) -> oci.SpecOpt:
-        """The spec option that runs this image's entrypoint/cmd (or ``args``);
-        ``passwd``/``group``: the image's /etc files, to resolve its user."""
+        """The spec option that runs this image's entrypoint/cmd (or ``args``)
+        as its ``USER``.
+
+        As containerd's ``WithImageConfig``, the user (a name, or a uid whose
+        primary group is wanted) and its supplementary groups are looked up
+        in the image's own /etc/passwd and /etc/group, read by
+        :meth:`accounts` from its layers unpacked in ``snapshotter``.  A
+        caller that already has those files passes them as ``passwd`` and
+        ``group`` (``""`` for none) and nothing is mounted.
+        """
         config = (self.image_config()).raw
+        if passwd is None and group is None:
+            passwd, group = self.accounts(snapshotter)
         return with_image_config(config, args, passwd=passwd, group=group)
+
+    def accounts(self, snapshotter: str = "") -> tuple[str | None, str | None]:
+        """The image's /etc/passwd and /etc/group (None when absent).
+
+        They are read from a temporary read-only view of the image's layers
+        in ``snapshotter`` (which must hold them: see :meth:`unpack`), with
+        symlinks kept inside the image's root.  The view lives under a lease
+        of its own, so a crash leaves nothing behind.
+        """
+        name = resolve_snapshotter(self._client, snapshotter)
+        top = chain_id(self.rootfs())
+        sn = self._client.snapshot_service(name)
+        key = f"accounts-{secrets.token_hex(8)} {top}"
+        with self._client.lease():
+            try:
+                mounts = sn.view(key, top)
+            except errdefs.NotFound as exc:
+                raise errdefs.FailedPrecondition(
+                    f"image {errdefs.q(self.name)} is not unpacked in snapshotter "
+                    f"{errdefs.q(name)}, so its /etc/passwd and /etc/group cannot be read: "
+                    f"{exc.message}"
+                ) from exc
+            try:
+                with temp_mount(mounts, readonly=True) as root:
+                    return Offload.run(read_accounts, root)
+            finally:
+                with contextlib.suppress(errdefs.NotFound):
+                    sn.remove(key)
 
     # -- snapshots
 

@@ -11,7 +11,10 @@ layout building are in :mod:`pycontainerd.images.archive_import`,
 :mod:`~pycontainerd.images.archive_export` and :mod:`~pycontainerd.images.rootfs`.
 
 The archive is read from (or written to) an ordinary file object, in 1 MiB
-pieces as the blobs stream; large layers are never held in memory.
+pieces as the blobs stream; large layers are never held in memory.  Tar
+parsing, gzip and file reads and writes go through ``Offload``: a
+worker thread in the async client (its event loop never stalls), the work
+done in place in the sync one.
 
 This module is converted to the sync client by ``tools/unasync.py``.
 """
@@ -30,6 +33,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from pycontainerd import errdefs, leases
 from pycontainerd import platforms as pf
 from pycontainerd.archive.compression import Compression, detect
+from pycontainerd.client._streams import Offload
 from pycontainerd.images import Descriptor, Image
 from pycontainerd.images import archive_export as ae
 from pycontainerd.images import archive_import as ai
@@ -87,7 +91,7 @@ class _Blobs:
 
 def _chunks(f: IO[bytes], prefix: bytearray) -> Iterator[bytes]:
     """``f`` in pieces, keeping its first bytes in ``prefix`` (to detect compression)."""
-    while chunk := f.read(_CHUNK):
+    while chunk := Offload.run(f.read, _CHUNK):
         if len(prefix) < 4:
             prefix.extend(chunk[: 4 - len(prefix)])
         yield chunk
@@ -111,12 +115,13 @@ def _read_archive(client: Client, stream: IO[bytes]) -> ai.ArchiveContents:
     """Stream every entry of the archive: small JSON kept, files into content."""
     contents = ai.ArchiveContents()
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
+        tar = Offload.run(tarfile.open, fileobj=stream, mode="r|*")
     except tarfile.TarError as exc:
         raise errdefs.InvalidArgument(f"image archive is not a tar stream: {exc}") from None
     with tar:
         try:
-            for member in tar:
+            # next() reads (and in a stream, skips the rest of the last entry).
+            while (member := Offload.run(tar.next)) is not None:
                 if member.issym():
                     contents.add_symlink(member.name, member.linkname)
                     continue
@@ -127,11 +132,13 @@ def _read_archive(client: Client, stream: IO[bytes]) -> ai.ArchiveContents:
                 if f is None:
                     continue
                 if kind is ai.EntryKind.LAYOUT:
-                    contents.layout = ai.read_capped(f, member.size, name)
+                    contents.layout = Offload.run(ai.read_capped, f, member.size, name)
                 elif kind is ai.EntryKind.INDEX:
-                    contents.index = ai.read_capped(f, member.size, name)
+                    contents.index = Offload.run(ai.read_capped, f, member.size, name)
                 elif kind is ai.EntryKind.DOCKER_MANIFEST:
-                    contents.docker_manifest = ai.read_capped(f, member.size, name)
+                    contents.docker_manifest = Offload.run(
+                        ai.read_capped, f, member.size, name
+                    )
                 elif kind is not ai.EntryKind.SKIP:
                     desc, prefix = _store_entry(client, f, name, member.size, expected)
                     contents.files[name] = (desc, detect(prefix))
@@ -160,8 +167,8 @@ def _compress(client: Client, layer: Descriptor) -> Descriptor:
         hashed = rf.HashingWriter(tmp)
         gz = rf.gzip_writer(cast(BinaryIO, hashed))
         for chunk in client.content.chunks(layer.digest):
-            gz.write(chunk)
-        gz.close()
+            Offload.run(gz.write, chunk)
+        Offload.run(gz.close)
         dgst = "sha256:" + hashed.hash.hexdigest()
         tmp.seek(0)
         ref = "compress-blob-" + layer.digest.replace(":", "-")
@@ -303,12 +310,16 @@ def _copy_blob(client: Client, desc: Descriptor, out: BinaryIO) -> None:
     algorithm, _, expected = desc.digest.partition(":")
     h = hashlib.new(algorithm)
     n = 0
+
+    def put(chunk: bytes) -> None:
+        h.update(chunk)
+        out.write(chunk)
+
     for chunk in client.content.chunks(desc.digest):
         n += len(chunk)
         if n > desc.size:
             break
-        h.update(chunk)
-        out.write(chunk)
+        Offload.run(put, chunk)
     if n != desc.size or h.hexdigest() != expected:
         raise errdefs.FailedPrecondition(
             f"blob {desc.digest}: stored content does not match its descriptor"
@@ -386,14 +397,15 @@ def export(
     if skip_non_distributable:
         found = {k: d for k, d in found.items() if not mt.is_non_distributable(d.media_type)}
     for record in ae.layout_records(targets, found, list(docker.values())):
-        out.write(ae.header(record))
-        if record.data is not None:
-            out.write(record.data)
-        elif record.blob is not None:
+        if record.blob is not None and record.data is None:
+            Offload.run(out.write, ae.header(record))
             _copy_blob(client, record.blob, out)
-        out.write(ae.padding(record.size))
-    out.write(ae.end_of_archive())
-    out.flush()
+            Offload.run(out.write, ae.padding(record.size))
+        else:
+            data = record.data or b""
+            Offload.run(out.write, ae.header(record) + data + ae.padding(record.size))
+    Offload.run(out.write, ae.end_of_archive())
+    Offload.run(out.flush)
 
 
 def import_rootfs(
@@ -418,7 +430,7 @@ def import_rootfs(
     # The caller's lease if there is one, else a lease for this operation.
     with client.lease() if leases.current() is None else contextlib.nullcontext():
         with tempfile.TemporaryFile(prefix="pyctr-rootfs-") as tmp:
-            layer = rf.build_layer(Path(source), tmp)
+            layer = Offload.run(rf.build_layer, Path(source), tmp)
             tmp.seek(0)
             client.content.write_blob(
                 "rootfs-" + layer.desc.digest,
