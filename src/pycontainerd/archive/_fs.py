@@ -13,22 +13,45 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import shutil
 import stat
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pycontainerd import errdefs
 from pycontainerd.archive import _openat
 
-__all__ = ["Root", "clean_parts", "proc_fd", "remove_entry"]
+__all__ = ["DirInfo", "Root", "clean_parts", "proc_fd", "remove_entry"]
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _RESOLVE = _openat.RESOLVE_IN_ROOT | _openat.RESOLVE_NO_MAGICLINKS
 _MAX_SYMLINKS = 40  # the kernel's limit on one lookup
-_CACHE_SIZE = 128
+_ACL_DEFAULT = "system.posix_acl_default"
 _FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _cache_size() -> int:
+    """Directory fds to keep: enough for a wide layer (a miss costs three
+    syscalls per entry), never more than a sixteenth of the fd limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 2048
+    return max(128, min(2048, soft // 16))
+
+
+@dataclass(frozen=True, slots=True)
+class DirInfo:
+    """What the kernel gives a new entry in a directory on its own.
+
+    ``setgid``: new entries take the directory's group, not ours.
+    ``default_acl``: the umask is not what shapes a new entry's mode.
+    """
+
+    setgid: bool
+    default_acl: bool
 
 
 def clean_parts(parts: list[str]) -> list[str]:
@@ -67,6 +90,18 @@ def remove_entry(dir_fd: int, name: str) -> bool:
     return stat.S_ISLNK(st.st_mode)
 
 
+def _dir_info(fd: int) -> DirInfo:
+    setgid = bool(os.fstat(fd).st_mode & stat.S_ISGID)
+    try:
+        os.getxattr(proc_fd(fd), _ACL_DEFAULT)
+    except OSError as exc:
+        # No default ACL, or a filesystem without ACLs: the umask applies.
+        default_acl = exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    else:
+        default_acl = True
+    return DirInfo(setgid, default_acl)
+
+
 class Root:
     """A root directory and a small LRU of directory fds resolved inside it."""
 
@@ -75,7 +110,12 @@ class Root:
         self._prefix = os.readlink(proc_fd(self.fd)).rstrip("/")
         self._parents: list[int] = []
         self._cache: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._cache_size = _cache_size()
         self._stale: list[int] = []
+        self._info: dict[int, DirInfo] = {}
+        #: Resolved paths of the directories made through this handle: nothing
+        #: in them predates it.
+        self.created: set[str] = set()
         try:
             for parent in parents:
                 self._parents.append(os.open(parent, _DIR_FLAGS))
@@ -89,6 +129,7 @@ class Root:
         for fd in self._parents:
             os.close(fd)
         self._parents.clear()
+        self._info.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -104,8 +145,27 @@ class Root:
 
     def release_stale(self) -> None:
         for fd in self._stale:
+            self._info.pop(fd, None)
             os.close(fd)
         self._stale.clear()
+
+    def has_stale(self) -> bool:
+        return bool(self._stale)
+
+    def cached(self, rel: str) -> bool:
+        """Whether :meth:`dir` has ``rel`` at hand (no lookup, nothing created)."""
+        return not rel or rel in self._cache
+
+    def info(self, fd: int) -> DirInfo:
+        """:class:`DirInfo` of a directory fd this root handed out (two syscalls, then cached)."""
+        found = self._info.get(fd)
+        if found is None:
+            found = self._info[fd] = _dir_info(fd)
+        return found
+
+    def forget_info(self) -> None:
+        """Drop all :meth:`info` answers (a directory's mode or ACLs were just changed)."""
+        self._info.clear()
 
     def _resolved(self, fd: int) -> str:
         """The path of an opened directory relative to the root, symlinks resolved."""
@@ -140,7 +200,7 @@ class Root:
             fd = self._walk(rel, create=create)
         entry = (fd, self._resolved(fd))
         self._cache[rel] = entry
-        if len(self._cache) > _CACHE_SIZE:
+        if len(self._cache) > self._cache_size:
             _, (old, _) = self._cache.popitem(last=False)
             self._stale.append(old)
         return entry
@@ -203,6 +263,7 @@ class Root:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
         except FileExistsError:
             return
+        self.created.add(resolved)
         fd = os.open(
             name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
         )

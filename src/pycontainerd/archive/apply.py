@@ -9,6 +9,12 @@ relative to that directory fd and never followed.  Hardlink targets are
 resolved inside the root in the same way.  Directory times are set last,
 after their contents.
 
+Small regular files are created by worker threads (:mod:`._writer`) while
+this thread parses on, and a new file is given its owner and mode by open()
+alone when the kernel would give the same ones (our owner, no setgid parent,
+no umask or default ACL bits to lose): per file, the disk work is open,
+write, futimens, close.
+
 Whiteouts follow the two conventions containerd supports:
 :attr:`Whiteouts.REMOVE` deletes the named path (and, for an opaque marker,
 everything in the directory not written by this layer);
@@ -39,6 +45,7 @@ from typing import BinaryIO
 from pycontainerd import errdefs
 from pycontainerd.archive import tar
 from pycontainerd.archive._fs import Root, clean_parts, proc_fd, remove_entry
+from pycontainerd.archive._writer import FileJob, FileWriter, JobError, write_file
 
 __all__ = ["ApplyStats", "Whiteouts", "apply_layer"]
 
@@ -50,6 +57,10 @@ _OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_TIME_NS = (1 << 63) - 1
+# Files up to this size are read into memory and created by a worker; larger
+# ones are written straight from the stream on the applier's thread.
+_WORKER_MAX_FILE = 1 << 20
+_WORKERS = max(2, min(4, os.cpu_count() or 1))  # 0: all on the applier's thread
 _NODE_TYPES = {
     tar.TYPE_CHAR: stat.S_IFCHR,
     tar.TYPE_BLOCK: stat.S_IFBLK,
@@ -81,6 +92,27 @@ def _in_user_namespace() -> bool:
     return fields != ["0", "0", "4294967295"]
 
 
+def _umask() -> int | None:
+    """The process umask, read without changing it (None when the kernel does not say)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _empty(dir_fd: int) -> bool:
+    fd = os.open(".", _DIR_OPEN, dir_fd=dir_fd)  # O_PATH fds cannot be listed
+    try:
+        with os.scandir(fd) as entries:
+            return next(entries, None) is None
+    finally:
+        os.close(fd)
+
+
 def _bound_ns(ns: int) -> int:
     """containerd's boundTime: a time outside what the kernel can store becomes the epoch."""
     return ns if 0 <= ns <= _MAX_TIME_NS else 0
@@ -110,7 +142,12 @@ class _Applier:
         self.whiteouts = whiteouts
         self.fs = Root(root, parents)
         self.userns = _in_user_namespace()
-        # Paths written by this layer, resolved; an opaque marker in REMOVE mode keeps them.
+        # What a new file gets without fchown/fchmod: our owner, mode & ~umask.
+        self.uid, self.gid = os.geteuid(), os.getegid()
+        self.umask = _umask()
+        self.writer: FileWriter | None = None
+        # Paths written by this layer, resolved: an opaque marker in REMOVE
+        # mode keeps them, and no worker is sent to create one of them again.
         self.unpacked: set[str] = set()
         self.dirs: list[tuple[str, tuple[int, int]]] = []
         self._makers: dict[str, _Maker] = {
@@ -123,25 +160,56 @@ class _Applier:
         }
 
     def close(self) -> None:
-        self.fs.close()
+        try:
+            if self.writer is not None:
+                self.writer.close()  # before any fd a job names is closed
+        finally:
+            self.fs.close()
 
     def run(self, stream: BinaryIO) -> ApplyStats:
         reader = tar.TarReader(stream)
         files = 0
+        if _WORKERS:
+            self.writer = FileWriter(_WORKERS)
+            if _empty(self.fs.fd):
+                self.fs.created.add("")  # an empty target: nothing in it predates us
         while (hdr := reader.next()) is not None:
             try:
                 if self._entry(reader, hdr):
                     files += 1
+                if self.fs.has_stale():
+                    self._barrier()
             except errdefs.ContainerdError:
                 raise
             except OSError as exc:
                 raise _os_error(hdr, exc) from exc
             finally:
-                self.fs.release_stale()
+                if self.writer is None or not self.writer.pending:
+                    self.fs.release_stale()
+        self._barrier()
+        self.fs.release_stale()
         for path, times in self.dirs:
             self._dir_times(path, times)
         reader.drain()
         return ApplyStats(size=reader.consumed, files=files)
+
+    def _barrier(self) -> None:
+        """Wait for files in flight; replace, in order, those that found their name taken."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.barrier(self._redo)
+        except JobError as err:
+            if isinstance(err.exc, OSError):
+                raise _os_error(err.job.hdr, err.exc) from err.exc
+            raise errdefs.Unknown(f"apply layer entry {err.job.hdr.name!r}: {err.exc}") from err.exc
+
+    def _redo(self, job: FileJob) -> None:
+        try:
+            self._remove(job.pfd, job.base)
+            write_file(job)
+        except OSError as exc:
+            raise _os_error(job.hdr, exc) from exc
 
     # -- one entry --------------------------------------------------------------
 
@@ -156,12 +224,25 @@ class _Applier:
             log.debug("file %r ignored: resolved to root", hdr.name)
             return False
         parent, base = _split(path)
-        pfd, presolved = self.fs.dir(parent, create=True)
+        writer = self.writer
+        pfd, presolved = self._parent(parent)
+        key = f"{presolved}/{base}" if presolved else base
         if base.startswith(WHITEOUT_PREFIX):
+            self._barrier()
             self._whiteout(hdr, pfd, presolved, base)
             return True
-        if hdr.typeflag == tar.TYPE_DIR:
-            self._directory(hdr, pfd, base)
+        if writer is not None and key in writer.pending:
+            self._barrier()  # the same name again: the earlier one must be there first
+        if (
+            writer is not None
+            and hdr.typeflag == tar.TYPE_REG
+            and not hdr.xattrs
+            and hdr.size <= _WORKER_MAX_FILE
+            and self._vacant(key, pfd, base)
+        ):
+            writer.submit(key, self._file_job(reader, hdr, pfd, base))
+        elif hdr.typeflag == tar.TYPE_DIR:
+            self._directory(hdr, pfd, base, key)
             self.dirs.append((path, _times(hdr)))
         else:
             make = self._makers[hdr.typeflag]
@@ -172,32 +253,105 @@ class _Applier:
                 # directory meeting a directory is merged.
                 self._remove(pfd, base)
                 make(reader, hdr, pfd, base)
-        if self.whiteouts is Whiteouts.REMOVE:
-            self.unpacked.add(f"{presolved}/{base}" if presolved else base)
+        self.unpacked.add(key)
         return True
 
     def _remove(self, pfd: int, base: str) -> None:
+        self._barrier()  # a removed directory may hold files in flight
         if remove_entry(pfd, base):
             self.fs.invalidate()
 
+    def _parent(self, parent: str) -> tuple[int, str]:
+        """The parent directory's fd, made if missing.
+
+        Making a directory where a file is still in flight would differ from
+        an in-order apply (which fails there): look first, and let the
+        workers finish before anything is made.
+        """
+        if self.writer is None or not self.writer.pending or self.fs.cached(parent):
+            return self.fs.dir(parent, create=True)
+        try:
+            return self.fs.dir(parent, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            self._barrier()
+            return self.fs.dir(parent, create=True)
+
+    def _vacant(self, key: str, pfd: int, base: str) -> bool:
+        """Nothing is at ``key`` and nothing in flight is: a worker may create it.
+
+        In a directory this apply made, only this layer's entries can be
+        there, and those in flight are in ``pending``; elsewhere, look.
+        """
+        if key.rpartition("/")[0] in self.fs.created:
+            return key not in self.unpacked and key not in self.fs.created
+        try:
+            os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            return True
+        return False
+
+    def _file_job(self, reader: tar.TarReader, hdr: tar.Header, pfd: int, base: str) -> FileJob:
+        owned, moded = self._plain(hdr, pfd)
+        mode = hdr.mode & 0o7777
+        return FileJob(
+            hdr=hdr,
+            pfd=pfd,
+            base=base,
+            data=reader.read_data(),
+            open_mode=mode if moded else 0o600,
+            chown=not owned,
+            chmod=not moded,
+            times=_times(hdr),
+        )
+
+    def _plain(self, hdr: tar.Header, pfd: int) -> tuple[bool, bool]:
+        """Whether a new file in ``pfd`` gets the header's owner, and its mode
+        when given to open(), without fchown / fchmod."""
+        if hdr.xattrs:
+            return False, False  # the general order: owner, xattrs, then mode
+        info = self.fs.info(pfd)
+        mode = hdr.mode & 0o7777
+        owned = hdr.uid == self.uid and hdr.gid == self.gid and not info.setgid
+        # Without setuid/setgid/sticky (which writes and chown clear), the
+        # mode given to open() is the final one unless the umask or a default
+        # ACL takes bits away.
+        moded = (
+            not mode & 0o7000
+            and self.umask is not None
+            and not mode & self.umask
+            and not info.default_acl
+        )
+        return owned, moded
+
     def _regular(self, reader: tar.TarReader, hdr: tar.Header, pfd: int, base: str) -> None:
-        fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        mode = hdr.mode & 0o7777
+        owned, moded = self._plain(hdr, pfd)
+        fd = os.open(base, _FILE_FLAGS, mode if moded else 0o600, dir_fd=pfd)
         try:
             reader.copy_to_fd(fd)
-            os.fchown(fd, hdr.uid, hdr.gid)
+            if not owned:
+                os.fchown(fd, hdr.uid, hdr.gid)
             self._xattrs(hdr, fd)
-            os.fchmod(fd, hdr.mode & 0o7777)
+            if not moded:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=_times(hdr))
         finally:
             os.close(fd)
 
-    def _directory(self, hdr: tar.Header, pfd: int, base: str) -> None:
+    def _directory(self, hdr: tar.Header, pfd: int, base: str, key: str) -> None:
         try:
             os.mkdir(base, 0o700, dir_fd=pfd)
+            self.fs.created.add(key)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):
                 self._remove(pfd, base)
                 os.mkdir(base, 0o700, dir_fd=pfd)
+                self.fs.created.add(key)
+            else:
+                # Its new mode or ACLs would change what files still in
+                # flight inside it get from the kernel; and cached answers.
+                self._barrier()
+                self.fs.forget_info()
         fd = os.open(base, _DIR_OPEN, dir_fd=pfd)
         try:
             os.fchown(fd, hdr.uid, hdr.gid)
@@ -217,6 +371,7 @@ class _Applier:
         self._finish_node(hdr, pfd, base, chmod=True)
 
     def _hardlink(self, _r: tar.TarReader, hdr: tar.Header, pfd: int, base: str) -> None:
+        self._barrier()  # the target may still be in flight
         target = _clean(hdr.linkname)
         if not target:
             raise errdefs.InvalidArgument(f"hardlink {hdr.name!r} to the root directory")
