@@ -227,3 +227,18 @@ def test_missing_parent_directories_of_the_socket_are_created(layout: launch.Lay
     with launch.running(layout, address=address) as d:
         launch.assert_serving(d.address)
         assert mode(address) == 0o660
+
+
+def test_daemon_lifts_its_soft_open_file_limit_to_the_hard_one() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        with daemons.pycontainerd() as d:
+            limits = Path(f"/proc/{d.process.pid}/limits").read_text()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert line.split()[3:5] == [want, want]

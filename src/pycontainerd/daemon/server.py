@@ -14,6 +14,7 @@ import io
 import linecache
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Iterator
@@ -113,6 +114,7 @@ class Server:
             prepare_socket(self.address)
         except Exception as exc:
             raise StartupError(str(exc)) from None
+        raise_open_file_limit()
         if self.config.oom_score:
             with contextlib.suppress(OSError):
                 Path("/proc/self/oom_score_adj").write_text(str(self.config.oom_score))
@@ -193,6 +195,16 @@ def _write_frames(buf: io.StringIO, frames: list[FrameType]) -> None:
             line = linecache.getline(code.co_filename, lineno, f.f_globals).strip()
             if line:
                 buf.write(f"    {line}\n")
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft open-file limit to the hard one, as Go's runtime does for
+    containerd: layer apply keeps many directories open, and every client
+    connection and shim holds descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def dump_stacks() -> None:
