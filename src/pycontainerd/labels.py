@@ -8,11 +8,11 @@ other refuses too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pycontainerd import errdefs
 
-__all__ = ["MAX_SIZE", "validate", "validate_all"]
+__all__ = ["MAX_SIZE", "apply_update", "validate", "validate_all"]
 
 #: Largest accepted ``len(key) + len(value)``, in bytes.
 MAX_SIZE = 4096
@@ -46,3 +46,29 @@ def validate_all(labels: Mapping[str, str] | None) -> None:
         return
     for key, value in labels.items():
         validate(key, value)
+
+
+def apply_update(
+    what: str, current: Mapping[str, str], new: Mapping[str, str], fieldpaths: Sequence[str]
+) -> dict[str, str]:
+    """containerd's update mask over an object that has only labels.
+
+    No paths, or ``labels``, take ``new`` whole; ``labels.<key>`` takes that
+    one key (absent or empty in ``new``: removed).  Empty values are never
+    kept.  Any other path is an ``InvalidArgument`` naming ``what``
+    (``snapshot "x"``, ``content info "sha256:…"``).  Validation is the
+    caller's: each prefixes its own context to the message.
+    """
+    if not fieldpaths:
+        result = dict(new)
+    else:
+        result = dict(current)
+        for path in fieldpaths:
+            if path.startswith("labels."):
+                key = path[len("labels.") :]
+                result[key] = new.get(key, "")
+            elif path == "labels":
+                result = dict(new)
+            else:
+                raise errdefs.InvalidArgument(f"cannot update {errdefs.q(path)} field on {what}")
+    return {k: v for k, v in result.items() if v}

@@ -238,25 +238,7 @@ def update_labels(
     Raises InvalidArgument for a path other than ``labels``/``labels.KEY``
     and for a label over the size limit.  Empty values are never stored.
     """
-    if not fieldpaths:
-        result = dict(new)
-    else:
-        result = dict(current)
-        for path in fieldpaths:
-            if path.startswith("labels."):
-                key = path[len("labels.") :]
-                value = new.get(key, "")
-                if value:
-                    result[key] = value
-                else:
-                    result.pop(key, None)
-            elif path == "labels":
-                result = dict(new)
-            else:
-                raise errdefs.InvalidArgument(
-                    f"cannot update {q(path)} field on content info {q(digest)}"
-                )
-    result = {k: v for k, v in result.items() if v}
+    result = labels.apply_update(f"content info {q(digest)}", current, new, fieldpaths)
     validate_labels(result)
     return result
 

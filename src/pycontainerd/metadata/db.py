@@ -67,6 +67,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pycontainerd._sqlite import connect
+
 __all__ = ["NAMESPACED_TABLES", "Database"]
 
 log = logging.getLogger(__name__)
@@ -186,24 +188,15 @@ NAMESPACED_TABLES: dict[str, str] = {
 }
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
 class Database:
     """Owns the SQLite file, its schema and the single writer thread."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.path = path
-        self._writer = _connect(path)
+        self._writer = connect(path)
         self._migrate()
-        self._reader = _connect(path)
+        self._reader = connect(path)
         # Reads keep their pages between transactions (WAL tells it when they
         # went stale): listing thousands of records then reads no file.
         self._reader.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")

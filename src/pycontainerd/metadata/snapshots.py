@@ -126,20 +126,7 @@ def update_labels(
     name: str, current: Mapping[str, str], new: Mapping[str, str], fieldpaths: Sequence[str]
 ) -> dict[str, str]:
     """Apply an update mask to a snapshot's labels (``labels``, ``labels.<key>``)."""
-    if not fieldpaths:
-        result = dict(new)
-    else:
-        result = dict(current)
-        for path in fieldpaths:
-            if path.startswith("labels."):
-                key = path[len("labels.") :]
-                result[key] = new.get(key, "")
-            elif path == "labels":
-                result = dict(new)
-            else:
-                raise errdefs.InvalidArgument(
-                    f"cannot update {q(path)} field on snapshot {q(name)}"
-                )
+    result = labels.apply_update(f"snapshot {q(name)}", current, new, fieldpaths)
     return _clean_labels(result)
 
 

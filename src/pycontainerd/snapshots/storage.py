@@ -27,8 +27,6 @@ blocks; snapshotters run them in a worker thread.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import sqlite3
 import threading
 import time
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pycontainerd import errdefs, filters, labels
-from pycontainerd.containers import EPOCH
+from pycontainerd._sqlite import connect, dump_map, load_map, to_datetime
 from pycontainerd.snapshots import Info, Kind, Usage
 
 __all__ = ["MAX_KEY_SIZE", "MetaStore", "Snapshot", "Transaction", "validate_key"]
@@ -100,21 +98,6 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-def _to_datetime(ns: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=ns // 1000)
-
-
-def _dump_labels(m: Mapping[str, str] | None) -> str:
-    return json.dumps(dict(m), sort_keys=True) if m else "{}"
-
-
-def _load_labels(text: str) -> dict[str, str]:
-    if text == "{}":
-        return {}
-    result: dict[str, str] = json.loads(text)
-    return result
-
-
 def _row_info(row: tuple[object, ...]) -> tuple[str, Info, Usage]:
     sid, key, kind, parent, labels_text, created, updated, size, inodes = row
     assert isinstance(labels_text, str) and isinstance(created, int) and isinstance(updated, int)
@@ -123,9 +106,9 @@ def _row_info(row: tuple[object, ...]) -> tuple[str, Info, Usage]:
         name=str(key),
         kind=Kind(kind),
         parent=str(parent),
-        labels=_load_labels(labels_text),
-        created_at=_to_datetime(created),
-        updated_at=_to_datetime(updated),
+        labels=load_map(labels_text),
+        created_at=to_datetime(created),
+        updated_at=to_datetime(updated),
     )
     return str(sid), info, Usage(size=size, inodes=inodes)
 
@@ -253,7 +236,7 @@ class Transaction:
         cur = self._conn.execute(
             "INSERT INTO snapshots (key, parent_id, kind, labels, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (key, parent_id, int(kind), _dump_labels(labels_), now, now),
+            (key, parent_id, int(kind), dump_map(labels_), now, now),
         )
         sid = cur.lastrowid
         assert sid is not None
@@ -281,7 +264,7 @@ class Transaction:
             (
                 name,
                 int(Kind.COMMITTED),
-                _dump_labels(labels_),
+                dump_map(labels_),
                 now,
                 now,
                 usage.size,
@@ -335,7 +318,7 @@ class Transaction:
         now = _now_ns()
         self._conn.execute(
             "UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?",
-            (_dump_labels(new_labels), now, int(sid)),
+            (dump_map(new_labels), now, int(sid)),
         )
         return Info(
             name=current.name,
@@ -343,17 +326,8 @@ class Transaction:
             parent=current.parent,
             labels=new_labels,
             created_at=current.created_at,
-            updated_at=_to_datetime(now),
+            updated_at=to_datetime(now),
         )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
 
 
 class MetaStore:
@@ -365,10 +339,10 @@ class MetaStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = _connect(path)
+        self._writer = connect(path)
         self._write_lock = threading.RLock()
         self._migrate()
-        self._reader = _connect(path)
+        self._reader = connect(path)
         self._read_lock = threading.Lock()
 
     def _migrate(self) -> None:

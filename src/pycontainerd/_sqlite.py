@@ -1,0 +1,49 @@
+"""SQLite as every store of ours opens it, and how common values are spelled.
+
+The metadata database and each snapshotter's metastore are separate files
+with the same needs: WAL (readers never wait for the writer), synchronous
+FULL (a committed write survives power loss), foreign keys, a busy timeout;
+times as integer nanoseconds, string maps as sorted JSON.  Kept at the
+package top level because the snapshotters sit below metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from pycontainerd.containers import EPOCH
+
+__all__ = ["EMPTY_MAP", "connect", "dump_map", "load_map", "to_datetime"]
+
+EMPTY_MAP = "{}"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (callers BEGIN/COMMIT themselves)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def to_datetime(ns: int) -> dt.datetime:
+    """Integer nanoseconds since the epoch as an aware UTC datetime (microseconds)."""
+    return EPOCH + dt.timedelta(microseconds=ns // 1000)
+
+
+def dump_map(m: Mapping[str, str] | None) -> str:
+    """A string map as JSON, keys sorted so equal maps store equal text."""
+    return json.dumps(dict(m), sort_keys=True) if m else EMPTY_MAP
+
+
+def load_map(text: str) -> dict[str, str]:
+    if text == EMPTY_MAP:
+        return {}
+    result: dict[str, str] = json.loads(text)
+    return result
