@@ -95,8 +95,12 @@ def build_oci_archive(path: Path, name: str, layer: bytes | None = None) -> Buil
     """An OCI image layout tar with one gzip layer (``layer``, an uncompressed
     tar; busybox by default), named by annotation."""
     layer = _layer_tar() if layer is None else layer
-    diff_id = _sha256(layer)
-    blob = gzip.compress(layer, mtime=0)
+    return build_oci_archive_from_blob(path, name, gzip.compress(layer, mtime=0), _sha256(layer))
+
+
+def build_oci_archive_from_blob(path: Path, name: str, blob: bytes, diff_id: str) -> BuiltImage:
+    """As :func:`build_oci_archive`, for a gzip layer ``blob`` whose
+    uncompressed digest is ``diff_id`` (a layer too large to hold uncompressed)."""
     config = _config(diff_id)
     manifest = json.dumps(
         {

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tracemalloc
 
 import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.archive import tar
+from tests.support import tarbombs
 
 pytestmark = pytest.mark.unit
 
@@ -210,3 +212,40 @@ def test_old_style_regular_type_with_slash_is_a_directory() -> None:
         raw[at + 148 : at + 156] = b"%06o\x00 " % sum(raw[at : at + 512])
     hdrs = [h for h, _ in _read_all(bytes(raw))]
     assert [(h.name, h.typeflag) for h in hdrs] == [("d/", tar.TYPE_DIR), ("f", tar.TYPE_REG)]
+
+
+def test_consecutive_pax_headers_replace_each_other_and_memory_stays_bounded() -> None:
+    # 150 headers of 1 MiB with distinct keys: merged, they held 150 MiB.
+    reader = tar.TarReader(tarbombs.ChunkStream(tarbombs.pax_bomb(150, 1 << 20)))
+    tracemalloc.start()
+    try:
+        hdr = reader.next()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert hdr is not None and list(hdr.xattrs) == ["user.k149"]
+    # The bound counts the generator's own 1 MiB chunks as well as the reader.
+    assert peak < 16 << 20, f"reader held {peak >> 20} MiB for one entry"
+
+
+def test_pax_header_with_too_many_records_is_refused() -> None:
+    records = {f"SCHILY.xattr.user.k{n}": "v" for n in range(tar.MAX_PAX_RECORDS + 1)}
+    data = tarbombs.extended_header(records) + _tar(_file("f", b"1"))
+    with pytest.raises(errdefs.InvalidArgument, match="more than 4096 records"):
+        _read_all(data)
+
+
+@pytest.mark.parametrize("key", ["size", "uid", "gid", "mtime", "atime"])
+@pytest.mark.parametrize("digits", [20, 5000])
+def test_pax_numbers_beyond_int64_are_invalid_argument(key: str, digits: int) -> None:
+    # 5000 digits once raised ValueError (Python's integer-string limit),
+    # which reached the client as Unknown.
+    data = tarbombs.extended_header({key: "9" * digits}) + _tar(_file("f", b"1"))
+    with pytest.raises(errdefs.InvalidArgument, match=f"malformed PAX {key}"):
+        _read_all(data)
+
+
+def test_pax_times_keep_nanoseconds_and_sign() -> None:
+    data = tarbombs.extended_header({"mtime": "-1.5", "atime": "12.0000000019"})
+    (hdr, _), = _read_all(data + _tar(_file("f", b"1")))
+    assert (hdr.mtime_ns, hdr.atime_ns) == (-1_500_000_000, 12_000_000_001)

@@ -10,6 +10,16 @@ base-256 numbers.  Everything else that could be misread is refused with
 :class:`~pycontainerd.errdefs.InvalidArgument`: bad checksums, malformed
 numbers and PAX records, oversized metadata records, sparse files, truncation.
 
+What one entry may cost is bounded, whatever the stream holds: only the latest
+extended header of each kind (PAX ``x``, GNU ``L``, GNU ``K``) is kept for the
+next entry, as Go's reader keeps it, so a run of extended headers replaces
+rather than accumulates; each record is at most :data:`MAX_META_RECORD` bytes
+and a PAX header at most :data:`MAX_PAX_RECORDS` records, so the metadata
+held for one entry never exceeds about 3 MiB.  Global headers (``g``) are
+read, bounded the same way, and dropped (containerd ignores them).  Numbers
+in PAX records are int64, as in Go; anything longer is refused before it is
+converted, so no input reaches Python's integer-string limit.
+
 The writer produces what containerd's change writer produces: ustar headers,
 with a PAX header in front when a field does not fit (long or non-ASCII names,
 large ids or sizes, xattrs).
@@ -41,6 +51,9 @@ __all__ = [
 BLOCK = 512
 #: Cap on PAX and GNU long-name records, as Go's reader caps them.
 MAX_META_RECORD = 1 << 20
+#: Cap on the records of one PAX header; a file's xattrs fit many times over.
+MAX_PAX_RECORDS = 4096
+_INT64_MAX = (1 << 63) - 1
 _CHUNK = 1 << 20
 
 TYPE_REG = "0"
@@ -125,21 +138,31 @@ def _parse_numeric(field_bytes: bytes, what: str) -> int:
     return int(digits, 8)
 
 
+def _shown(value: bytes) -> str:
+    """A record value for an error message, cut short: values can be 1 MiB."""
+    return repr(value[:32] + b"..." if len(value) > 32 else value)
+
+
+def _int64(digits: bytes, key: str, value: bytes) -> int:
+    # The length check comes first: int() of a huge digit string is slow, and
+    # past 4300 digits it raises ValueError, which would escape as Unknown.
+    if not digits.isdigit() or len(digits) > 19 or int(digits) > _INT64_MAX:
+        raise _bad(f"malformed PAX {key} {_shown(value)}")
+    return int(digits)
+
+
 def _pax_time_ns(value: bytes, key: str) -> int:
-    text = value.decode("ascii", "replace")
-    sign = -1 if text.startswith("-") else 1
-    body = text[1:] if sign < 0 else text
-    whole, _, frac = body.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
-        raise _bad(f"malformed PAX {key} {text!r}")
-    ns = int(whole) * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
-    return sign * ns
+    negative = value.startswith(b"-")
+    whole, _, frac = (value[1:] if negative else value).partition(b".")
+    seconds = _int64(whole, key, value)
+    if frac and not frac.isdigit():
+        raise _bad(f"malformed PAX {key} {_shown(value)}")
+    ns = seconds * 1_000_000_000 + int((frac[:9] + b"000000000")[:9])
+    return -ns if negative else ns
 
 
 def _pax_int(value: bytes, key: str) -> int:
-    if not value.isdigit():
-        raise _bad(f"malformed PAX {key} {value!r}")
-    return int(value)
+    return _int64(value, key, value)
 
 
 def _parse_pax(data: bytes) -> dict[str, bytes]:
@@ -158,6 +181,8 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
         if not eq or not key:
             raise _bad("malformed PAX record")
         records[key.decode("utf-8", "surrogateescape")] = value
+        if len(records) > MAX_PAX_RECORDS:
+            raise _bad(f"PAX header has more than {MAX_PAX_RECORDS} records")
         pos = end
     return records
 
@@ -295,7 +320,9 @@ class TarReader:
             if size < 0:
                 raise _bad("negative size")
             if flag == _TYPE_PAX:
-                pax.update(_parse_pax(self._meta_record(size, "PAX")))
+                # The latest replaces any before it (Go does the same): merged,
+                # a run of headers with distinct keys would grow without end.
+                pax = _parse_pax(self._meta_record(size, "PAX"))
                 continue
             if flag == _TYPE_PAX_GLOBAL:
                 self._meta_record(size, "PAX global")  # containerd ignores them too
