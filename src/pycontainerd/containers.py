@@ -17,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from google.protobuf import any_pb2
+if TYPE_CHECKING:
+    from google.protobuf import any_pb2
 
 __all__ = ["EPOCH", "Container", "RawContainer", "RuntimeInfo"]
 

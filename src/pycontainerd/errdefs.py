@@ -12,7 +12,11 @@ error type: wrapping is done with ``raise NotFound(...) from exc``.
 
 from __future__ import annotations
 
-import grpc
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "Aborted",
@@ -38,10 +42,30 @@ __all__ = [
 ]
 
 
+class _StatusCode:
+    """A class attribute holding a ``grpc.StatusCode``, looked up when first read.
+
+    Importing grpcio costs tens of milliseconds (its core and asyncio); the
+    errors are raised and caught where no status is ever built -- pyctr's
+    ``--help``, argument checks, the stores -- so only the code that puts an
+    error on the wire or takes one off it pays for grpc.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> grpc.StatusCode:
+        import grpc
+
+        return grpc.StatusCode[self.name]
+
+
 class ContainerdError(Exception):
     """Base of all pycontainerd errors; ``code`` is the gRPC status code."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code = _StatusCode("UNKNOWN")
     suffix: str = "unknown"
 
     @property
@@ -54,22 +78,22 @@ class Unknown(ContainerdError):
 
 
 class InvalidArgument(ContainerdError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = _StatusCode("INVALID_ARGUMENT")
     suffix = "invalid argument"
 
 
 class NotFound(ContainerdError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = _StatusCode("NOT_FOUND")
     suffix = "not found"
 
 
 class AlreadyExists(ContainerdError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = _StatusCode("ALREADY_EXISTS")
     suffix = "already exists"
 
 
 class FailedPrecondition(ContainerdError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = _StatusCode("FAILED_PRECONDITION")
     suffix = "failed precondition"
 
 
@@ -80,70 +104,72 @@ class Conflict(FailedPrecondition):
 
 
 class Unavailable(ContainerdError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = _StatusCode("UNAVAILABLE")
     suffix = "unavailable"
 
 
 class NotImplemented(ContainerdError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = _StatusCode("UNIMPLEMENTED")
     suffix = "not implemented"
 
 
 class Aborted(ContainerdError):
-    code = grpc.StatusCode.ABORTED
+    code = _StatusCode("ABORTED")
     suffix = "aborted"
 
 
 class PermissionDenied(ContainerdError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = _StatusCode("PERMISSION_DENIED")
     suffix = "permission denied"
 
 
 class ResourceExhausted(ContainerdError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = _StatusCode("RESOURCE_EXHAUSTED")
     suffix = "resource exhausted"
 
 
 class OutOfRange(ContainerdError):
     """An offset past what exists (containerd's content service says OutOfRange)."""
 
-    code = grpc.StatusCode.OUT_OF_RANGE
+    code = _StatusCode("OUT_OF_RANGE")
     suffix = "out of range"
 
 
 class Canceled(ContainerdError):
-    code = grpc.StatusCode.CANCELLED
+    code = _StatusCode("CANCELLED")
     suffix = "context canceled"
 
 
 class DeadlineExceeded(ContainerdError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = _StatusCode("DEADLINE_EXCEEDED")
     suffix = "context deadline exceeded"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
-    cls.code: cls
-    for cls in (
-        Unknown,
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        FailedPrecondition,
-        Unavailable,
-        NotImplemented,
-        Aborted,
-        PermissionDenied,
-        ResourceExhausted,
-        OutOfRange,
-        Canceled,
-        DeadlineExceeded,
-    )
-}
+_CLASSES: tuple[type[ContainerdError], ...] = (
+    Unknown,
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unavailable,
+    NotImplemented,
+    Aborted,
+    PermissionDenied,
+    ResourceExhausted,
+    OutOfRange,
+    Canceled,
+    DeadlineExceeded,
+)
+
+
+@functools.cache
+def _by_code() -> dict[grpc.StatusCode, type[ContainerdError]]:
+    return {cls.code: cls for cls in _CLASSES}
 
 
 def to_grpc_code(exc: BaseException) -> grpc.StatusCode:
     """The status code an exception travels as; non-containerd errors are UNKNOWN."""
-    return exc.code if isinstance(exc, ContainerdError) else grpc.StatusCode.UNKNOWN
+    return exc.code if isinstance(exc, ContainerdError) else Unknown.code
 
 
 def wire_message(exc: BaseException) -> str:
@@ -163,7 +189,7 @@ def from_status(code: grpc.StatusCode, details: str | None) -> ContainerdError:
     FAILED_PRECONDITION) is recognised by its suffix, so the caller gets back
     the class the daemon raised.
     """
-    cls = _BY_CODE.get(code, Unknown)
+    cls = _by_code().get(code, Unknown)
     msg = details or cls.suffix
     for klass in (*cls.__subclasses__(), cls):
         if msg == klass.suffix:
@@ -175,7 +201,7 @@ def from_status(code: grpc.StatusCode, details: str | None) -> ContainerdError:
 
 def from_grpc(exc: grpc.RpcError) -> ContainerdError:
     """Translate a failed call into our hierarchy (use with ``raise ... from exc``)."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    code = exc.code() if hasattr(exc, "code") else Unknown.code
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return from_status(code, details)
 

@@ -2,7 +2,9 @@
 
 A command group is one module under ``cli/commands/`` exposing ``command``
 (a click command or group made with :class:`Group`/:class:`Command`, which
-understand ctr-style ``aliases``).  Commands get the global options as a
+understand ctr-style ``aliases``), listed as a :class:`LazyCommand` in
+``cli/commands/__init__.py`` so that the root :class:`LazyGroup` imports it
+only when it runs.  Commands get the global options as a
 :class:`Globals` (``@pass_globals``), open the daemon connection with
 :meth:`Globals.client`, and print through :func:`echo_table`/:func:`echo_json`
 so that table and ``--format json`` output look the same everywhere.
@@ -14,18 +16,21 @@ from the client otherwise; ``main`` turns them into ``pyctr: <message>``.
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pycontainerd import namespaces
-from pycontainerd.cli import gofmt
-from pycontainerd.cli.tabwriter import TabWriter, tabify
-from pycontainerd.client import DEFAULT_ADDRESS, Client
+from pycontainerd.client import DEFAULT_ADDRESS
+
+if TYPE_CHECKING:
+    # Imported when a command first dials (Globals.client): loading the
+    # client loads grpcio, which ``pyctr --help`` has no use for.
+    from pycontainerd.client import Client
 
 __all__ = [
     "Command",
@@ -33,6 +38,8 @@ __all__ = [
     "Duration",
     "Globals",
     "Group",
+    "LazyCommand",
+    "LazyGroup",
     "OutputFormat",
     "echo_json",
     "echo_tabbed",
@@ -87,14 +94,84 @@ class Group(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
-            cmd = self.get_command(ctx, name)
-            if cmd is None or cmd.hidden:
-                continue
-            names = ", ".join((name, *getattr(cmd, "aliases", ())))
-            rows.append((names, cmd.get_short_help_str(limit=formatter.width)))
+            row = self._help_row(ctx, name, formatter.width)
+            if row is not None:
+                rows.append(row)
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def _help_row(self, ctx: click.Context, name: str, limit: int) -> tuple[str, str] | None:
+        """The command's line in the group's help: its names, then its help line."""
+        cmd = self.get_command(ctx, name)
+        if cmd is None or cmd.hidden:
+            return None
+        names = ", ".join((name, *getattr(cmd, "aliases", ())))
+        return names, cmd.get_short_help_str(limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class LazyCommand:
+    """A top-level command as ``pyctr --help`` shows it, without importing it.
+
+    ``module`` (under :mod:`pycontainerd.cli.commands`) exposes the command as
+    ``command``; ``extends`` names modules that add subcommands to it.  The
+    name, aliases and help line are repeated here so that listing commands
+    loads none of them (a test checks them against the commands).
+    """
+
+    name: str
+    module: str
+    help: str
+    aliases: tuple[str, ...] = ()
+    extends: tuple[str, ...] = ()
+
+    def load(self) -> click.Command:
+        package = "pycontainerd.cli.commands"
+        command = importlib.import_module(f"{package}.{self.module}").command
+        for module in self.extends:
+            importlib.import_module(f"{package}.{module}")
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{package}.{self.module}.command is not a click command")
+        return command
+
+
+class LazyGroup(Group):
+    """The root group: commands are :class:`LazyCommand` entries, imported on use.
+
+    A command's module is imported when the command is invoked (or its own
+    ``--help`` asked for); the group's help is written from the entries, so
+    ``pyctr --help`` starts no faster or slower with more commands.
+    """
+
+    def __init__(self, *args: Any, lazy: Sequence[LazyCommand] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = {entry.name: entry for entry in lazy}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = self._entry(cmd_name)
+        if entry is not None and entry.name not in self.commands:
+            self.add_command(entry.load())
+        return super().get_command(ctx, cmd_name)
+
+    def _entry(self, cmd_name: str) -> LazyCommand | None:
+        if cmd_name in self.lazy:
+            return self.lazy[cmd_name]
+        for entry in self.lazy.values():
+            if cmd_name in entry.aliases:
+                return entry
+        return None
+
+    def _help_row(self, ctx: click.Context, name: str, limit: int) -> tuple[str, str] | None:
+        entry = self.lazy.get(name)
+        if entry is None or name in self.commands:
+            return super()._help_row(ctx, name, limit)
+        # A stand-in command, so click shortens the line as it would the real one's.
+        stand_in = click.Command(name, help=entry.help)
+        return ", ".join((name, *entry.aliases)), stand_in.get_short_help_str(limit=limit)
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -106,6 +183,8 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int | float):
             seconds = float(value)
         else:
+            from pycontainerd.cli import gofmt  # protobuf comes with it: only when needed
+
             try:
                 seconds = gofmt.parse_duration(str(value))
             except ValueError as exc:
@@ -129,6 +208,8 @@ class Globals:
     def client(self) -> Client:
         """The connection for this invocation, closed when the command ends."""
         if self._client is None:
+            from pycontainerd.client import Client
+
             client = Client(self.address, self.namespace, timeout=self.timeout or None)
             click.get_current_context().find_root().with_resource(client)
             if self.connect_timeout > 0:
@@ -156,6 +237,8 @@ def format_option(f: F) -> F:
 
 
 def echo_json(value: object) -> None:
+    import json
+
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
@@ -168,6 +251,8 @@ def echo_table(
     padchar: str = " ",
 ) -> None:
     """Print rows (header first) as ctr does: each cell tab-terminated, aligned."""
+    from pycontainerd.cli.tabwriter import tabify
+
     echo_tabbed(
         tabify(rows), minwidth=minwidth, tabwidth=tabwidth, padding=padding, padchar=padchar
     )
@@ -177,6 +262,8 @@ def echo_tabbed(
     text: str, *, minwidth: int, tabwidth: int, padding: int, padchar: str = " "
 ) -> None:
     """Print tab-separated text through a Go-style tabwriter."""
+    from pycontainerd.cli.tabwriter import TabWriter
+
     w = TabWriter(sys.stdout, minwidth, tabwidth, padding, padchar)
     w.write(text)
     w.flush()

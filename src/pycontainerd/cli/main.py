@@ -1,14 +1,15 @@
 """``pyctr``: ctr's command line for pycontainerd, or any containerd 1.6.
 
 The root group holds ctr's global options; each command group lives in its
-own module under :mod:`pycontainerd.cli.commands`.  :func:`main` is the
-console script: every failure ends as one ``pyctr: <message>`` line on
-stderr and exit status 1, as ctr reports ``ctr: <message>``.
+own module under :mod:`pycontainerd.cli.commands`, imported when it runs, so
+``pyctr --help`` loads neither the commands nor the client nor grpcio.
+:func:`main` is the console script: every failure ends as one
+``pyctr: <message>`` line on stderr and exit status 1, as ctr reports
+``ctr: <message>``.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -17,18 +18,17 @@ import click
 
 from pycontainerd import errdefs
 from pycontainerd import namespaces as ns
-from pycontainerd.cli.app import Duration, Globals, Group
+from pycontainerd.cli.app import Duration, Globals, LazyGroup
 from pycontainerd.cli.commands import COMMANDS
 from pycontainerd.client import DEFAULT_ADDRESS
 from pycontainerd.version import VERSION
 
 __all__ = ["cli", "main", "run"]
 
-log = logging.getLogger("pycontainerd.cli")
-
 
 @click.group(
-    cls=Group,
+    cls=LazyGroup,
+    lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="A command line client for containerd (and pycontainerd), like ctr.",
 )
@@ -75,6 +75,8 @@ def cli(
     connect_timeout: float,
     debug: bool,
 ) -> None:
+    import logging  # not before a command runs: ``pyctr --help`` logs nothing
+
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s: %(message)s",
@@ -88,8 +90,10 @@ def cli(
     g.debug = debug
 
 
-for _command in COMMANDS:
-    cli.add_command(_command)
+def _log_failure() -> None:
+    import logging
+
+    logging.getLogger("pycontainerd.cli").debug("command failed", exc_info=True)
 
 
 def _fail(message: str) -> int:
@@ -126,10 +130,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         return 130  # Ctrl-C; click has already ended the line
     except errdefs.ContainerdError as exc:
-        log.debug("command failed", exc_info=True)
+        _log_failure()
         return _fail(_error_message(exc, g))
     except Exception as exc:
-        log.debug("command failed", exc_info=True)
+        _log_failure()
         return _fail(str(exc) or type(exc).__name__)
     return rv if isinstance(rv, int) else 0
 

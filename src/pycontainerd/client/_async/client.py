@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import empty_pb2, field_mask_pb2
-from google.protobuf.message import Message
+from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pycontainerd import errdefs, leases, namespaces, typeurl
-from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd import errdefs
+from pycontainerd import leases as lease_context
+from pycontainerd import namespaces as namespace_context
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.client._async import transfer
-from pycontainerd.client._async.containers import (
-    AnyContainerOpt,
-    AsyncContainer,
-    AsyncContainers,
-    has_client_opts,
-)
-from pycontainerd.client._async.containers import build as build_container
-from pycontainerd.client._async.content import AsyncContent
-from pycontainerd.client._async.diff import AsyncDiff
-from pycontainerd.client._async.image import AsyncImage
-from pycontainerd.client._async.images import AsyncImages
-from pycontainerd.client._async.leases import AsyncLeases, AsyncLeaseScope
-from pycontainerd.client._async.snapshots import AsyncSnapshotService
 from pycontainerd.client._shared import (
     DEFAULT_ADDRESS,
     ServerInfo,
@@ -46,20 +32,31 @@ from pycontainerd.client._shared import (
     channel_target,
     metadata_for,
 )
-from pycontainerd.events.exchange import Envelope
-from pycontainerd.wire import events as events_wire
-from pycontainerd.wire import introspection as introspection_wire
-from pycontainerd.wire.introspection import PluginInfo
-from pycontainerd.wire.namespaces import NamespaceInfo, from_pb
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
     from typing import IO, BinaryIO
 
+    from google.protobuf.message import Message
+
     from pycontainerd import platforms
+    from pycontainerd.client._async.containers import (
+        AnyContainerOpt,
+        AsyncContainer,
+        AsyncContainers,
+    )
+    from pycontainerd.client._async.content import AsyncContent
+    from pycontainerd.client._async.diff import AsyncDiff
+    from pycontainerd.client._async.events import AsyncEvents
+    from pycontainerd.client._async.image import AsyncImage
+    from pycontainerd.client._async.images import AsyncImages
+    from pycontainerd.client._async.leases import AsyncLeases, AsyncLeaseScope
+    from pycontainerd.client._async.namespaces import AsyncNamespaces
+    from pycontainerd.client._async.snapshots import AsyncSnapshotService
     from pycontainerd.images import Image as ImageRecord
     from pycontainerd.images.archive_import import RefTranslator
+    from pycontainerd.wire.introspection import PluginInfo
 
 __all__ = ["AsyncClient"]
 
@@ -73,7 +70,7 @@ class _Call:
     timeout: float | None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return metadata_for(namespaces.current() or self.namespace)
+        return metadata_for(namespace_context.current() or self.namespace)
 
     async def unary(self, method: Any, request: Message) -> Any:
         """Make one unary call, turning a failed status into our error class."""
@@ -83,84 +80,13 @@ class _Call:
             raise errdefs.from_grpc(exc) from exc
 
 
-class AsyncNamespaces:
-    """``client.namespaces``: create, get, list, update labels, delete."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self._stub = namespace_pb2_grpc.NamespacesStub(call.channel)
-
-    async def create(self, name: str, labels: Mapping[str, str] | None = None) -> NamespaceInfo:
-        req = namespace_pb2.CreateNamespaceRequest(
-            namespace=namespace_pb2.Namespace(name=name, labels=dict(labels or {}))
-        )
-        resp = await self._call.unary(self._stub.Create, req)
-        return from_pb(resp.namespace)
-
-    async def get(self, name: str) -> NamespaceInfo:
-        req = namespace_pb2.GetNamespaceRequest(name=name)
-        resp = await self._call.unary(self._stub.Get, req)
-        return from_pb(resp.namespace)
-
-    async def list(self, filter: str = "") -> list[NamespaceInfo]:
-        req = namespace_pb2.ListNamespacesRequest(filter=filter)
-        resp = await self._call.unary(self._stub.List, req)
-        return [from_pb(ns) for ns in resp.namespaces]
-
-    async def set_labels(self, name: str, labels: Mapping[str, str]) -> NamespaceInfo:
-        """Set (value) or remove (empty value) the given labels, keeping the rest."""
-        req = namespace_pb2.UpdateNamespaceRequest(
-            namespace=namespace_pb2.Namespace(
-                name=name, labels={k: v for k, v in labels.items() if v}
-            ),
-            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
-        )
-        resp = await self._call.unary(self._stub.Update, req)
-        return from_pb(resp.namespace)
-
-    async def delete(self, name: str) -> None:
-        req = namespace_pb2.DeleteNamespaceRequest(name=name)
-        await self._call.unary(self._stub.Delete, req)
-
-
-class AsyncEvents:
-    """``client.events``: publish and subscribe."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self._stub = events_pb2_grpc.EventsStub(call.channel)
-
-    async def publish(self, topic: str, event: Message) -> None:
-        req = events_pb2.PublishRequest(topic=topic, event=typeurl.marshal_any(event))
-        await self._call.unary(self._stub.Publish, req)
-
-    async def forward(self, envelope: Envelope) -> None:
-        req = events_pb2.ForwardRequest(envelope=events_wire.to_pb(envelope))
-        await self._call.unary(self._stub.Forward, req)
-
-    async def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
-        """Envelopes matching any of ``filters`` until the caller stops iterating."""
-        call = self._stub.Subscribe(
-            events_pb2.SubscribeRequest(filters=list(filters)), metadata=self._call.metadata()
-        )
-        try:
-            async for msg in call:
-                yield events_wire.from_pb(msg)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise errdefs.from_grpc(exc) from exc
-        finally:
-            call.cancel()
-
-
 class AsyncClient:
     """A connection to a containerd-compatible daemon (ours or containerd)."""
 
     def __init__(
         self,
         address: str = DEFAULT_ADDRESS,
-        namespace: str = namespaces.DEFAULT,
+        namespace: str = namespace_context.DEFAULT,
         *,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
@@ -176,25 +102,63 @@ class AsyncClient:
                 *options,
             ],
         )
-        call = _Call(self._channel, namespace, timeout)
-        self._call = call
-        self.namespaces = AsyncNamespaces(call)
-        self.events = AsyncEvents(call)
-        self.containers = AsyncContainers(call)
-        self.images = AsyncImages(call)
-        self.leases = AsyncLeases(call)
-        self.content = AsyncContent(call)
-        self.diff = AsyncDiff(call)
+        self._call = _Call(self._channel, namespace, timeout)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # The services are made on first use, each importing its module then: a
+    # program that only asks the version (pyctr version) loads none of the
+    # image, content or transfer code.
+
+    @functools.cached_property
+    def namespaces(self) -> AsyncNamespaces:
+        from pycontainerd.client._async.namespaces import AsyncNamespaces
+
+        return AsyncNamespaces(self._call)
+
+    @functools.cached_property
+    def events(self) -> AsyncEvents:
+        from pycontainerd.client._async.events import AsyncEvents
+
+        return AsyncEvents(self._call)
+
+    @functools.cached_property
+    def containers(self) -> AsyncContainers:
+        from pycontainerd.client._async.containers import AsyncContainers
+
+        return AsyncContainers(self._call)
+
+    @functools.cached_property
+    def images(self) -> AsyncImages:
+        from pycontainerd.client._async.images import AsyncImages
+
+        return AsyncImages(self._call)
+
+    @functools.cached_property
+    def leases(self) -> AsyncLeases:
+        from pycontainerd.client._async.leases import AsyncLeases
+
+        return AsyncLeases(self._call)
+
+    @functools.cached_property
+    def content(self) -> AsyncContent:
+        from pycontainerd.client._async.content import AsyncContent
+
+        return AsyncContent(self._call)
+
+    @functools.cached_property
+    def diff(self) -> AsyncDiff:
+        from pycontainerd.client._async.diff import AsyncDiff
+
+        return AsyncDiff(self._call)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClient:
         """Address and namespace from CONTAINERD_ADDRESS / CONTAINERD_NAMESPACE."""
         return cls(
             os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS,
-            os.environ.get("CONTAINERD_NAMESPACE") or namespaces.DEFAULT,
+            os.environ.get("CONTAINERD_NAMESPACE") or namespace_context.DEFAULT,
             **kwargs,
         )
 
@@ -266,9 +230,12 @@ class AsyncClient:
         ``spec`` is an OCI spec as a mapping (see :mod:`pycontainerd.oci.spec`)
         or a packed Any; ``runtime`` defaults to ``io.containerd.runc.v2``.
         """
+        from pycontainerd.client._async.containers import AsyncContainer, has_client_opts
+        from pycontainerd.client._async.containers import build as build_container
+
         # Snapshots the options create are held by a lease until the record
         # holds them, as containerd's NewContainer does.
-        needs_lease = has_client_opts(opts) and leases.current() is None
+        needs_lease = has_client_opts(opts) and lease_context.current() is None
         async with self.lease() if needs_lease else contextlib.nullcontext():
             record = await build_container(
                 self,
@@ -287,10 +254,14 @@ class AsyncClient:
 
     async def load_container(self, id: str) -> AsyncContainer:
         """The container ``id`` of the current namespace (NotFound if none)."""
+        from pycontainerd.client._async.containers import AsyncContainer
+
         return AsyncContainer(self, await self.containers.get(id))
 
     async def list_containers(self, *filters: str) -> list[AsyncContainer]:
         """Containers matching any of ``filters`` (``labels.app==web``...)."""
+        from pycontainerd.client._async.containers import AsyncContainer
+
         return [AsyncContainer(self, r) for r in await self.containers.list(*filters)]
 
     # --- images -----------------------------------------------------------------
@@ -299,10 +270,14 @@ class AsyncClient:
         self, name: str, *, platform: platforms.Matcher | None = None
     ) -> AsyncImage:
         """The image ``name`` (NotFound if none), for ``platform`` (default: the host's)."""
+        from pycontainerd.client._async.image import AsyncImage
+
         return AsyncImage(self, await self.images.get(name), platform=platform)
 
     async def list_images(self, *filters: str) -> list[AsyncImage]:
         """Images matching any of ``filters`` (``name==...``, ``labels.k==v``...)."""
+        from pycontainerd.client._async.image import AsyncImage
+
         return [AsyncImage(self, r) for r in await self.images.list(*filters)]
 
     async def import_archive(
@@ -318,6 +293,8 @@ class AsyncClient:
         compress_blobs: bool = False,
     ) -> list[ImageRecord]:
         """Import an OCI layout or ``docker save`` tar; the image records made or updated."""
+        from pycontainerd.client._async import transfer
+
         return await transfer.import_archive(
             self,
             stream,
@@ -340,6 +317,8 @@ class AsyncClient:
         skip_non_distributable: bool = False,
     ) -> None:
         """Write images to ``out`` as an OCI layout tar with Docker's manifest.json."""
+        from pycontainerd.client._async import transfer
+
         await transfer.export(
             self,
             out,
@@ -362,6 +341,8 @@ class AsyncClient:
         workdir: str = "",
     ) -> ImageRecord:
         """Build a one-layer image from a directory or tar and name it ``name``."""
+        from pycontainerd.client._async import transfer
+
         return await transfer.import_rootfs(
             self,
             source,
@@ -378,20 +359,26 @@ class AsyncClient:
         id: str | None = None,
         *,
         labels: Mapping[str, str] | None = None,
-        expiration: dt.timedelta | None = leases.DEFAULT_EXPIRATION,
+        expiration: dt.timedelta | None = lease_context.DEFAULT_EXPIRATION,
         sync: bool = False,
     ) -> AsyncLeaseScope:
         """``async with client.lease() as lease:`` -- requests in the block carry
         the lease; it expires after ``expiration`` (None: never) and is deleted
         when the block ends."""
+        from pycontainerd.client._async.leases import AsyncLeaseScope
+
         return AsyncLeaseScope(self.leases, id, labels, expiration, sync)
 
     def snapshot_service(self, name: str = "overlayfs") -> AsyncSnapshotService:
         """The snapshotter ``name`` of the daemon, as a ``Snapshotter`` in this
         client's namespace (requests carry the context's lease)."""
+        from pycontainerd.client._async.snapshots import AsyncSnapshotService
+
         return AsyncSnapshotService(self._call, name)
 
     async def plugins(self, *filters: str) -> list[PluginInfo]:
+        from pycontainerd.wire import introspection as introspection_wire
+
         req = introspection_pb2.PluginsRequest(filters=list(filters))
         resp = await self._call.unary(self._introspection.Plugins, req)
         return [introspection_wire.from_pb(p) for p in resp.plugins]

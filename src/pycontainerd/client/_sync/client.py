@@ -11,35 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import empty_pb2, field_mask_pb2
-from google.protobuf.message import Message
+from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pycontainerd import errdefs, leases, namespaces, typeurl
-from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd import errdefs
+from pycontainerd import leases as lease_context
+from pycontainerd import namespaces as namespace_context
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.client._sync import transfer
-from pycontainerd.client._sync.containers import (
-    AnyContainerOpt,
-    Container,
-    Containers,
-    has_client_opts,
-)
-from pycontainerd.client._sync.containers import build as build_container
-from pycontainerd.client._sync.content import Content
-from pycontainerd.client._sync.diff import Diff
-from pycontainerd.client._sync.image import Image
-from pycontainerd.client._sync.images import Images
-from pycontainerd.client._sync.leases import Leases, LeaseScope
-from pycontainerd.client._sync.snapshots import SnapshotService
 from pycontainerd.client._shared import (
     DEFAULT_ADDRESS,
     ServerInfo,
@@ -47,20 +33,31 @@ from pycontainerd.client._shared import (
     channel_target,
     metadata_for,
 )
-from pycontainerd.events.exchange import Envelope
-from pycontainerd.wire import events as events_wire
-from pycontainerd.wire import introspection as introspection_wire
-from pycontainerd.wire.introspection import PluginInfo
-from pycontainerd.wire.namespaces import NamespaceInfo, from_pb
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
     from typing import IO, BinaryIO
 
+    from google.protobuf.message import Message
+
     from pycontainerd import platforms
+    from pycontainerd.client._sync.containers import (
+        AnyContainerOpt,
+        Container,
+        Containers,
+    )
+    from pycontainerd.client._sync.content import Content
+    from pycontainerd.client._sync.diff import Diff
+    from pycontainerd.client._sync.events import Events
+    from pycontainerd.client._sync.image import Image
+    from pycontainerd.client._sync.images import Images
+    from pycontainerd.client._sync.leases import Leases, LeaseScope
+    from pycontainerd.client._sync.namespaces import Namespaces
+    from pycontainerd.client._sync.snapshots import SnapshotService
     from pycontainerd.images import Image as ImageRecord
     from pycontainerd.images.archive_import import RefTranslator
+    from pycontainerd.wire.introspection import PluginInfo
 
 __all__ = ["Client"]
 
@@ -74,7 +71,7 @@ class _Call:
     timeout: float | None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return metadata_for(namespaces.current() or self.namespace)
+        return metadata_for(namespace_context.current() or self.namespace)
 
     def unary(self, method: Any, request: Message) -> Any:
         """Make one unary call, turning a failed status into our error class."""
@@ -84,84 +81,13 @@ class _Call:
             raise errdefs.from_grpc(exc) from exc
 
 
-class Namespaces:
-    """``client.namespaces``: create, get, list, update labels, delete."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self._stub = namespace_pb2_grpc.NamespacesStub(call.channel)
-
-    def create(self, name: str, labels: Mapping[str, str] | None = None) -> NamespaceInfo:
-        req = namespace_pb2.CreateNamespaceRequest(
-            namespace=namespace_pb2.Namespace(name=name, labels=dict(labels or {}))
-        )
-        resp = self._call.unary(self._stub.Create, req)
-        return from_pb(resp.namespace)
-
-    def get(self, name: str) -> NamespaceInfo:
-        req = namespace_pb2.GetNamespaceRequest(name=name)
-        resp = self._call.unary(self._stub.Get, req)
-        return from_pb(resp.namespace)
-
-    def list(self, filter: str = "") -> list[NamespaceInfo]:
-        req = namespace_pb2.ListNamespacesRequest(filter=filter)
-        resp = self._call.unary(self._stub.List, req)
-        return [from_pb(ns) for ns in resp.namespaces]
-
-    def set_labels(self, name: str, labels: Mapping[str, str]) -> NamespaceInfo:
-        """Set (value) or remove (empty value) the given labels, keeping the rest."""
-        req = namespace_pb2.UpdateNamespaceRequest(
-            namespace=namespace_pb2.Namespace(
-                name=name, labels={k: v for k, v in labels.items() if v}
-            ),
-            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
-        )
-        resp = self._call.unary(self._stub.Update, req)
-        return from_pb(resp.namespace)
-
-    def delete(self, name: str) -> None:
-        req = namespace_pb2.DeleteNamespaceRequest(name=name)
-        self._call.unary(self._stub.Delete, req)
-
-
-class Events:
-    """``client.events``: publish and subscribe."""
-
-    def __init__(self, call: _Call) -> None:
-        self._call = call
-        self._stub = events_pb2_grpc.EventsStub(call.channel)
-
-    def publish(self, topic: str, event: Message) -> None:
-        req = events_pb2.PublishRequest(topic=topic, event=typeurl.marshal_any(event))
-        self._call.unary(self._stub.Publish, req)
-
-    def forward(self, envelope: Envelope) -> None:
-        req = events_pb2.ForwardRequest(envelope=events_wire.to_pb(envelope))
-        self._call.unary(self._stub.Forward, req)
-
-    def subscribe(self, *filters: str) -> Iterator[Envelope]:
-        """Envelopes matching any of ``filters`` until the caller stops iterating."""
-        call = self._stub.Subscribe(
-            events_pb2.SubscribeRequest(filters=list(filters)), metadata=self._call.metadata()
-        )
-        try:
-            for msg in call:
-                yield events_wire.from_pb(msg)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise errdefs.from_grpc(exc) from exc
-        finally:
-            call.cancel()
-
-
 class Client:
     """A connection to a containerd-compatible daemon (ours or containerd)."""
 
     def __init__(
         self,
         address: str = DEFAULT_ADDRESS,
-        namespace: str = namespaces.DEFAULT,
+        namespace: str = namespace_context.DEFAULT,
         *,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
@@ -177,25 +103,63 @@ class Client:
                 *options,
             ],
         )
-        call = _Call(self._channel, namespace, timeout)
-        self._call = call
-        self.namespaces = Namespaces(call)
-        self.events = Events(call)
-        self.containers = Containers(call)
-        self.images = Images(call)
-        self.leases = Leases(call)
-        self.content = Content(call)
-        self.diff = Diff(call)
+        self._call = _Call(self._channel, namespace, timeout)
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # The services are made on first use, each importing its module then: a
+    # program that only asks the version (pyctr version) loads none of the
+    # image, content or transfer code.
+
+    @functools.cached_property
+    def namespaces(self) -> Namespaces:
+        from pycontainerd.client._sync.namespaces import Namespaces
+
+        return Namespaces(self._call)
+
+    @functools.cached_property
+    def events(self) -> Events:
+        from pycontainerd.client._sync.events import Events
+
+        return Events(self._call)
+
+    @functools.cached_property
+    def containers(self) -> Containers:
+        from pycontainerd.client._sync.containers import Containers
+
+        return Containers(self._call)
+
+    @functools.cached_property
+    def images(self) -> Images:
+        from pycontainerd.client._sync.images import Images
+
+        return Images(self._call)
+
+    @functools.cached_property
+    def leases(self) -> Leases:
+        from pycontainerd.client._sync.leases import Leases
+
+        return Leases(self._call)
+
+    @functools.cached_property
+    def content(self) -> Content:
+        from pycontainerd.client._sync.content import Content
+
+        return Content(self._call)
+
+    @functools.cached_property
+    def diff(self) -> Diff:
+        from pycontainerd.client._sync.diff import Diff
+
+        return Diff(self._call)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
         """Address and namespace from CONTAINERD_ADDRESS / CONTAINERD_NAMESPACE."""
         return cls(
             os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS,
-            os.environ.get("CONTAINERD_NAMESPACE") or namespaces.DEFAULT,
+            os.environ.get("CONTAINERD_NAMESPACE") or namespace_context.DEFAULT,
             **kwargs,
         )
 
@@ -267,9 +231,12 @@ class Client:
         ``spec`` is an OCI spec as a mapping (see :mod:`pycontainerd.oci.spec`)
         or a packed Any; ``runtime`` defaults to ``io.containerd.runc.v2``.
         """
+        from pycontainerd.client._sync.containers import Container, has_client_opts
+        from pycontainerd.client._sync.containers import build as build_container
+
         # Snapshots the options create are held by a lease until the record
         # holds them, as containerd's NewContainer does.
-        needs_lease = has_client_opts(opts) and leases.current() is None
+        needs_lease = has_client_opts(opts) and lease_context.current() is None
         with self.lease() if needs_lease else contextlib.nullcontext():
             record = build_container(
                 self,
@@ -288,10 +255,14 @@ class Client:
 
     def load_container(self, id: str) -> Container:
         """The container ``id`` of the current namespace (NotFound if none)."""
+        from pycontainerd.client._sync.containers import Container
+
         return Container(self, self.containers.get(id))
 
     def list_containers(self, *filters: str) -> list[Container]:
         """Containers matching any of ``filters`` (``labels.app==web``...)."""
+        from pycontainerd.client._sync.containers import Container
+
         return [Container(self, r) for r in self.containers.list(*filters)]
 
     # --- images -----------------------------------------------------------------
@@ -300,10 +271,14 @@ class Client:
         self, name: str, *, platform: platforms.Matcher | None = None
     ) -> Image:
         """The image ``name`` (NotFound if none), for ``platform`` (default: the host's)."""
+        from pycontainerd.client._sync.image import Image
+
         return Image(self, self.images.get(name), platform=platform)
 
     def list_images(self, *filters: str) -> list[Image]:
         """Images matching any of ``filters`` (``name==...``, ``labels.k==v``...)."""
+        from pycontainerd.client._sync.image import Image
+
         return [Image(self, r) for r in self.images.list(*filters)]
 
     def import_archive(
@@ -319,6 +294,8 @@ class Client:
         compress_blobs: bool = False,
     ) -> list[ImageRecord]:
         """Import an OCI layout or ``docker save`` tar; the image records made or updated."""
+        from pycontainerd.client._sync import transfer
+
         return transfer.import_archive(
             self,
             stream,
@@ -341,6 +318,8 @@ class Client:
         skip_non_distributable: bool = False,
     ) -> None:
         """Write images to ``out`` as an OCI layout tar with Docker's manifest.json."""
+        from pycontainerd.client._sync import transfer
+
         transfer.export(
             self,
             out,
@@ -363,6 +342,8 @@ class Client:
         workdir: str = "",
     ) -> ImageRecord:
         """Build a one-layer image from a directory or tar and name it ``name``."""
+        from pycontainerd.client._sync import transfer
+
         return transfer.import_rootfs(
             self,
             source,
@@ -379,20 +360,26 @@ class Client:
         id: str | None = None,
         *,
         labels: Mapping[str, str] | None = None,
-        expiration: dt.timedelta | None = leases.DEFAULT_EXPIRATION,
+        expiration: dt.timedelta | None = lease_context.DEFAULT_EXPIRATION,
         sync: bool = False,
     ) -> LeaseScope:
         """``with client.lease() as lease:`` -- requests in the block carry
         the lease; it expires after ``expiration`` (None: never) and is deleted
         when the block ends."""
+        from pycontainerd.client._sync.leases import LeaseScope
+
         return LeaseScope(self.leases, id, labels, expiration, sync)
 
     def snapshot_service(self, name: str = "overlayfs") -> SnapshotService:
         """The snapshotter ``name`` of the daemon, as a ``Snapshotter`` in this
         client's namespace (requests carry the context's lease)."""
+        from pycontainerd.client._sync.snapshots import SnapshotService
+
         return SnapshotService(self._call, name)
 
     def plugins(self, *filters: str) -> list[PluginInfo]:
+        from pycontainerd.wire import introspection as introspection_wire
+
         req = introspection_pb2.PluginsRequest(filters=list(filters))
         resp = self._call.unary(self._introspection.Plugins, req)
         return [introspection_wire.from_pb(p) for p in resp.plugins]
