@@ -27,29 +27,56 @@ adaptor is either a callable of that shape or an object with a ``field``
 method.  :func:`adapt_mapping` and :func:`adapt_object` build one for dicts
 and for dataclasses (with containerd's ``labels.<key>`` convention).
 
-Regular expressions (``~=``) are Go RE2 in containerd; we compile them with
-Python's ``re`` after translating the RE2-only spellings that matter
-(``\\z``, ``\\Q...\\E``, ``[[:alpha:]]`` classes) and with ASCII ``\\d \\w \\s \\b``
-as in RE2.  Unlike containerd, which compiles lazily and silently matches
-nothing on a bad pattern, we compile at parse time and reject a bad pattern
-with ``InvalidArgument``: the caller learns about the mistake.
+Regular expressions (``~=``) are Go's regexp in containerd, which is RE2
+syntax; we compile them with RE2 itself (``google-re2``), with Go's
+semantics: Perl classes and ``\\b`` in ASCII, ``\\pL`` and ``[[:alpha:]]``,
+leftmost-first, UTF-8; ``\\C`` is refused as Go refuses it.  Matching takes
+time linear in the text, so no pattern can backtrack.  Unlike containerd,
+which compiles lazily and silently matches nothing on a bad pattern, we
+compile at parse time and reject a bad pattern with ``InvalidArgument``:
+the caller learns about the mistake.
+
+Filters are client input, so each request is bounded, and a request over a
+bound fails with ``InvalidArgument`` before anything is matched:
+
+- :data:`MAX_FILTER_LENGTH`: 16 KiB of filter text, all strings together;
+- :data:`MAX_SELECTORS`: 64 selectors, all strings together (each string
+  counts at least once);
+- :data:`REGEXP_MAX_MEM`: 1 MiB of RE2 memory per pattern (program and DFA
+  cache), which caps the program at tens of thousands of instructions, so
+  compiling takes milliseconds and matching a byte costs at most that many
+  steps.  The ``re2`` module keeps its last 128 patterns compiled, so
+  patterns pin at most 128 MiB however many requests send them.
+
+What is left to the client is the product: records x selectors x bytes
+matched.  Code on the event loop therefore uses :func:`parse_async` and
+:func:`select`, which compile and match on a pool of four threads of
+their own unless the work is trivially small, so filters never hold the
+loop (RE2 releases the GIL while it matches).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import enum
-import re
+import functools
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Final, Protocol, TypeVar, cast
+
+import re2
 
 from pycontainerd import errdefs
 
 __all__ = [
     "ALWAYS",
+    "MAX_FILTER_LENGTH",
+    "MAX_SELECTORS",
+    "REGEXP_MAX_MEM",
     "Adaptor",
     "AdaptorLike",
     "AllOf",
@@ -58,13 +85,33 @@ __all__ = [
     "FieldFunc",
     "Filter",
     "Operator",
+    "Pattern",
     "Selector",
     "adapt_mapping",
     "adapt_object",
     "compile_re2",
     "parse",
     "parse_all",
+    "parse_async",
+    "select",
 ]
+
+#: Characters of filter text one request may send, all its strings together:
+#: room for a selector on a label of containerd's largest size (4 KiB).
+MAX_FILTER_LENGTH: Final = 16 * 1024
+
+#: Selectors one request may send, all its strings together (each string
+#: counts at least once, so many empty strings are bounded too).
+MAX_SELECTORS: Final = 64
+
+#: RE2's memory budget for one compiled pattern: its program and its DFA
+#: cache.  It also caps the program's size, and with it both the time to
+#: compile and the time per byte matched.
+REGEXP_MAX_MEM: Final = 1 << 20
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------
@@ -112,6 +159,11 @@ class Filter(ABC):
     def _match(self, field: FieldFunc) -> bool:
         """Match against an already-resolved field function (the hot path)."""
 
+    @property
+    @abstractmethod
+    def selectors(self) -> tuple[Selector, ...]:
+        """Every test this filter may run on one object: what a match costs."""
+
 
 class Always(Filter):
     """Matches everything: the empty filter string and the empty filter list."""
@@ -120,6 +172,10 @@ class Always(Filter):
 
     def _match(self, field: FieldFunc) -> bool:
         return True
+
+    @property
+    def selectors(self) -> tuple[Selector, ...]:
+        return ()
 
     def __repr__(self) -> str:
         return "ALWAYS"
@@ -142,6 +198,10 @@ class AnyOf(Filter):
                 return True
         return False
 
+    @property
+    def selectors(self) -> tuple[Selector, ...]:
+        return tuple(s for f in self.filters for s in f.selectors)
+
 
 @dataclass(frozen=True, slots=True)
 class AllOf(Filter):
@@ -154,6 +214,10 @@ class AllOf(Filter):
             if not f._match(field):
                 return False
         return True
+
+    @property
+    def selectors(self) -> tuple[Selector, ...]:
+        return tuple(s for f in self.filters for s in f.selectors)
 
 
 class Operator(enum.Enum):
@@ -176,7 +240,7 @@ class Selector(Filter):
     fieldpath: tuple[str, ...]
     operator: Operator = Operator.PRESENT
     value: str = ""
-    pattern: re.Pattern[str] | None = dataclasses.field(default=None, compare=False, repr=False)
+    pattern: Pattern | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.operator is Operator.MATCHES and self.pattern is None:
@@ -194,109 +258,84 @@ class Selector(Filter):
         if op is _PRESENT:
             return present
         pattern = self.pattern
-        return pattern is not None and pattern.search(value) is not None
+        # RE2 reads UTF-8; bytes a value was decoded from with
+        # surrogateescape go back as the bytes they were, as Go would see them.
+        return pattern is not None and pattern.search(value.encode(_UTF8, _AS_BYTES)) is not None
+
+    @property
+    def selectors(self) -> tuple[Selector, ...]:
+        return (self,)
 
 
 # Module globals are cheaper to reach than enum members on the hot path.
 _EQUAL: Final = Operator.EQUAL
 _NOT_EQUAL: Final = Operator.NOT_EQUAL
 _PRESENT: Final = Operator.PRESENT
+_UTF8: Final = "utf-8"
+_AS_BYTES: Final = "surrogateescape"
 
 
 # --------------------------------------------------------------------------
-# Go RE2 -> Python re
+# Regular expressions: RE2, as Go's regexp
 
 
-_POSIX_CLASSES: Final = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
+class Pattern(Protocol):
+    """A compiled ``~=`` pattern: all a selector asks of it."""
 
-# Inside a class these are literal in RE2, but Python reserves them for
-# future set operations and warns; escaping keeps the meaning and the peace.
-_CLASS_ESCAPE: Final = frozenset("[&~|")
+    def search(self, text: bytes, /) -> object | None:
+        """A match of the pattern anywhere in ``text``, or None."""
+        ...
 
 
-def _translate_re2(pattern: str) -> str:
-    """Rewrite the RE2 spellings Python's ``re`` lacks or reads differently.
+def _regexp_options() -> re2.Options:
+    # The defaults are Go's regexp.Compile: Perl syntax (\d \w \s \b are
+    # ASCII, \pL and [[:alpha:]] are there), leftmost-first, ^ and $ at the
+    # ends of the text, UTF-8.  Captures never change whether a pattern
+    # matches, and without them RE2 answers from its DFA alone.
+    options = re2.Options()
+    options.max_mem = REGEXP_MAX_MEM
+    options.never_capture = True
+    options.log_errors = False  # RE2 would print every bad pattern on stderr
+    return options
 
-    Raises ``re.error`` for RE2 constructs we cannot express.
-    """
-    out: list[str] = []
+
+_REGEXP_OPTIONS: Final = _regexp_options()
+
+
+def _go_syntax_error(pattern: str) -> str | None:
+    """What RE2 accepts and Go's regexp refuses: ``\\C``, any single byte."""
     i, n = 0, len(pattern)
-    in_class = False
-    class_start = False  # just after "[" or "[^", where "]" is a literal
     while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            nxt = pattern[i + 1 : i + 2]
-            if nxt == "Q" and not in_class:
-                end = pattern.find("\\E", i + 2)
-                literal = pattern[i + 2 :] if end < 0 else pattern[i + 2 : end]
-                out.append(re.escape(literal))
-                i = n if end < 0 else end + 2
-                continue
-            if nxt == "z" and not in_class:
-                out.append("\\Z")
-            else:
-                out.append(pattern[i : i + 2])
-            i += 2
-            class_start = False
-            continue
-        if in_class:
-            if ch == "[" and pattern.startswith("[:", i):
-                end = pattern.find(":]", i + 2)
-                if end >= 0:
-                    name = pattern[i + 2 : end]
-                    ranges = _POSIX_CLASSES.get(name)
-                    if ranges is None:
-                        raise re.error(f"invalid character class range: [:{name}:]")
-                    out.append(ranges)
-                    i = end + 2
-                    class_start = False
-                    continue
-            if ch == "]" and not class_start:
-                in_class = False
-                out.append("]")
-            elif ch == "]" or ch in _CLASS_ESCAPE:
-                out.append("\\" + ch)
-            else:
-                out.append(ch)
-            class_start = False
+        if pattern[i] != "\\":
             i += 1
-            continue
-        out.append(ch)
-        i += 1
-        if ch == "[":
-            in_class = True
-            class_start = True
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-    return "".join(out)
+        elif pattern.startswith("\\Q", i):  # literal text up to \E
+            end = pattern.find("\\E", i + 2)
+            i = n if end < 0 else end + 2
+        elif pattern.startswith("\\C", i):
+            return "invalid escape sequence: \\C"
+        else:
+            i += 2
+    return None
 
 
-def compile_re2(pattern: str) -> re.Pattern[str]:
-    """Compile a Go RE2 pattern as closely as Python's ``re`` allows.
+def compile_re2(pattern: str) -> Pattern:
+    """Compile a ``~=`` pattern with RE2, as containerd's Go regexp reads it.
 
-    Raises ``InvalidArgument`` when the pattern is not valid.
+    Raises ``InvalidArgument`` when the pattern is not valid, not UTF-8, or
+    compiles to a program larger than :data:`REGEXP_MAX_MEM` allows.
     """
-    try:
-        return re.compile(_translate_re2(pattern), re.ASCII)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise errdefs.InvalidArgument(f"invalid regular expression {pattern!r}: {exc}") from exc
+    reason = _go_syntax_error(pattern)
+    if reason is None:
+        try:
+            return re2.compile(pattern, _REGEXP_OPTIONS)
+        except UnicodeEncodeError:
+            # A pattern quoted with \x escapes may hold bytes that are not
+            # UTF-8; Go's regexp refuses those too.
+            reason = "invalid UTF-8"
+        except re2.error as exc:
+            message = exc.args[0] if exc.args else b""
+            reason = message.decode(errors="replace") if isinstance(message, bytes) else message
+    raise errdefs.InvalidArgument(f"invalid regular expression {pattern!r}: {reason}")
 
 
 # --------------------------------------------------------------------------
@@ -557,11 +596,12 @@ def _unquote(s: str) -> str:
 class _Parser:
     """Recursive descent over the scanner, one method per grammar rule."""
 
-    __slots__ = ("input", "scanner")
+    __slots__ = ("input", "max_selectors", "scanner")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_selectors: int) -> None:
         self.input = text
         self.scanner = _Scanner(text)
+        self.max_selectors = max_selectors
 
     def error(self, pos: int, msg: str) -> errdefs.InvalidArgument:
         """Build containerd's message: the input with the offending character marked."""
@@ -578,6 +618,10 @@ class _Parser:
             ch = self.scanner.peek()
             if ch == ",":
                 self.scanner.scan()
+                if len(selectors) == self.max_selectors:
+                    # Checked before the next one is parsed: each may
+                    # compile a regexp, the costly part of parsing.
+                    raise self.error(self.scanner.pos, _too_many_selectors())
                 selectors.append(self.selector())
             elif ch == _EOF:
                 break
@@ -650,29 +694,104 @@ class _Parser:
             raise self.error(pos, f"unquoting failed: {exc}") from None
 
 
+def _too_many_selectors() -> str:
+    return f"more than {MAX_SELECTORS} selectors in one request"
+
+
 def parse(text: str) -> Filter:
     """Parse one filter string; the empty string matches everything.
 
-    Raises ``InvalidArgument`` with the position of the first error.
+    Raises ``InvalidArgument`` with the position of the first error, or when
+    the string is over :data:`MAX_FILTER_LENGTH` or :data:`MAX_SELECTORS`.
     """
-    if text == "":
-        return ALWAYS
-    return _Parser(text).selectors()
+    return parse_all((text,)) if text else ALWAYS
 
 
 def parse_all(texts: Iterable[str]) -> Filter:
     """Parse several filter strings into their OR; no strings match everything.
 
-    This is what a ``List`` request's repeated ``filters`` field means.
+    This is what a ``List`` request's repeated ``filters`` field means.  All
+    the strings together are held to :data:`MAX_FILTER_LENGTH` characters
+    and :data:`MAX_SELECTORS` selectors.
     """
-    filters = tuple(parse(t) for t in texts)
-    if not filters:
+    texts = list(texts)
+    _check_size(texts)
+    budget = MAX_SELECTORS
+    parsed: list[Filter] = []
+    for text in texts:
+        if budget == 0:
+            raise errdefs.InvalidArgument(f"filters: {_too_many_selectors()}")
+        flt = _Parser(text, budget).selectors() if text else ALWAYS
+        budget -= max(1, len(flt.selectors))
+        parsed.append(flt)
+    if not parsed:
         return ALWAYS
-    if len(filters) == 1:
-        return filters[0]
-    if any(f is ALWAYS for f in filters):
+    if len(parsed) == 1:
+        return parsed[0]
+    if any(f is ALWAYS for f in parsed):
         return ALWAYS
-    return AnyOf(filters)
+    return AnyOf(tuple(parsed))
+
+
+def _check_size(texts: Sequence[str]) -> None:
+    # The count first: summing lengths over a request's worth of empty
+    # strings would be unbounded work of its own.
+    if len(texts) > MAX_SELECTORS:
+        raise errdefs.InvalidArgument(f"filters: {_too_many_selectors()}")
+    length = sum(map(len, texts))
+    if length > MAX_FILTER_LENGTH:
+        raise errdefs.InvalidArgument(
+            f"filters: {length} characters in one request, more than {MAX_FILTER_LENGTH}"
+        )
+
+
+async def parse_async(texts: Sequence[str]) -> Filter:
+    """:func:`parse_all` for code on the event loop.
+
+    Compiling RE2 programs (up to :data:`MAX_SELECTORS` of them, each up to
+    :data:`REGEXP_MAX_MEM`) is the costly part of parsing, so text that may
+    hold a ``~=`` is parsed on the filter pool.
+    """
+    _check_size(texts)
+    if not any("~" in text for text in texts):
+        return parse_all(texts)
+    return await _off_loop(functools.partial(parse_all, texts))
+
+
+#: Selector tests (without regexps) cheap enough to run on the event loop:
+#: about a millisecond.
+_INLINE_TESTS: Final = 4096
+
+# A pool of its own: a request that makes its filters expensive waits for
+# these threads, not for the ones that snapshot and content work runs on.
+_POOL: Final = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="pycontainerd-filter"
+)
+
+
+async def _off_loop(fn: Callable[[], R]) -> R:
+    return await asyncio.get_running_loop().run_in_executor(_POOL, fn)
+
+
+async def select(flt: Filter, items: Sequence[T], adapt: Callable[[T], AdaptorLike]) -> list[T]:
+    """The ``items`` that pass ``flt``, in order, matched off the event loop.
+
+    The client chooses what matching costs (selectors times regexps times
+    the bytes they read), so unless it is trivially small it runs on the
+    filter pool, where RE2 also lets go of the GIL while it matches.
+    """
+    if flt is ALWAYS:
+        return list(items)
+    selectors = flt.selectors
+    if len(items) * len(selectors) <= _INLINE_TESTS and not any(
+        s.operator is Operator.MATCHES for s in selectors
+    ):
+        return _select(flt, items, adapt)
+    return await _off_loop(functools.partial(_select, flt, items, adapt))
+
+
+def _select(flt: Filter, items: Sequence[T], adapt: Callable[[T], AdaptorLike]) -> list[T]:
+    return [item for item in items if flt.match(adapt(item))]
 
 
 # --------------------------------------------------------------------------

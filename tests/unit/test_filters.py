@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -256,7 +259,7 @@ def test_parse_all_rejects_when_any_filter_is_bad() -> None:
 
 
 # --------------------------------------------------------------------------
-# Go RE2 spellings.
+# Regular expressions: RE2, read as Go's regexp reads it.
 
 
 @pytest.mark.parametrize(
@@ -268,20 +271,154 @@ def test_parse_all_rejects_when_any_filter_is_bad() -> None:
         ("^[[]x", "[x", "]x"),
         ("^[a&&b]$", "&", "c"),
         ("^[]a]$", "]", "b"),
-        ("^\\d+$", "42", "٤٢"),
+        ("^\\d+$", "42", "٤٢"),  # Perl classes are ASCII
+        ("^\\w+$", "web_1", "wéb"),
+        ("\\bweb\\b", "a web b", "cobweb"),  # so is \b
+        ("^\\pL+$", "wéb", "web1"),  # Unicode classes by name
+        ("^\\p{Greek}$", "λ", "l"),
+        ("^.$", "é", "ab"),  # UTF-8: one character, not one byte
+        ("^[^a]$", "\n", "a"),  # a negated class matches newline, as in Go
+        ("^web$", "web", "web\nx"),  # ^ and $ are the ends of the text...
+        ("(?m)^x$", "web\nx", "web\nxy"),  # ...unless (?m)
         ("(?i)^web$", "WEB", "webs"),
+        ("(?s)a.b", "a\nb", "ab"),
+        ("(?U)^a+?$", "aa", "ab"),
+        ("^(?P<name>a)$", "a", "b"),
+        ("^a{2,3}$", "aaa", "aaaa"),
     ],
 )
-def test_re2_patterns_are_translated(pattern: str, yes: str, no: str) -> None:
+def test_re2_patterns_match_as_go_regexp(pattern: str, yes: str, no: str) -> None:
     sel = filters.Selector(("name",), filters.Operator.MATCHES, pattern)
     assert sel.match(filters.adapt_mapping({"name": yes}))
     assert not sel.match(filters.adapt_mapping({"name": no}))
 
 
-@pytest.mark.parametrize("pattern", ["[[:nope:]]", "(", "a{2,1}", "*"])
-def test_invalid_re2_patterns_raise_invalid_argument(pattern: str) -> None:
-    with pytest.raises(errdefs.InvalidArgument, match="invalid regular expression"):
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("[[:nope:]]", "invalid character class range"),
+        ("(", "missing )"),
+        ("a{2,1}", "invalid repetition size"),
+        ("*", "no argument for repetition operator"),
+        ("a\\Z", "invalid escape sequence"),  # Python's \Z is not RE2's
+        ("(?=a)", "invalid perl operator"),  # no lookaround, no backreferences
+        ("(a)\\1", "invalid escape sequence"),
+        ("a\\C", "invalid escape sequence: \\C"),  # RE2 has it; Go does not
+        ("x{1001}", "invalid repetition size"),
+        ("\\pL{1000}", "pattern too large"),  # over REGEXP_MAX_MEM
+        ("\udcff", "invalid UTF-8"),  # a quoted \xff on its own
+    ],
+)
+def test_invalid_re2_patterns_raise_invalid_argument(pattern: str, why: str) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="invalid regular expression") as excinfo:
         filters.Selector(("name",), filters.Operator.MATCHES, pattern)
+    assert why in excinfo.value.message
+
+
+def test_backslash_c_inside_a_quoted_literal_is_just_text() -> None:
+    sel = filters.Selector(("name",), filters.Operator.MATCHES, "^\\Qa\\C\\E$")
+    assert sel.match(filters.adapt_mapping({"name": "a\\C"}))
+
+
+def test_a_quoted_non_utf8_byte_is_refused_in_a_filter() -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="invalid UTF-8"):
+        filters.parse('name~="\\xff"')
+
+
+def test_a_backtracking_pattern_matches_in_linear_time() -> None:
+    # Python's re takes about 5 s for 28 characters here, doubling with each
+    # more; RE2 answers for a thousand at once.
+    flt = filters.parse("id~=^(a+)+$")
+    start = time.monotonic()
+    assert not flt.match(filters.adapt_mapping({"id": "a" * 1000 + "!"}))
+    assert flt.match(filters.adapt_mapping({"id": "a" * 1000}))
+    assert time.monotonic() - start < 0.5
+
+
+def test_values_decoded_with_surrogateescape_are_matched_as_their_bytes() -> None:
+    value = b"ab\xffcd".decode("utf-8", "surrogateescape")
+    assert filters.parse("v~=^ab").match(filters.adapt_mapping({"v": value}))
+    assert filters.parse("v~=cd$").match(filters.adapt_mapping({"v": value}))
+
+
+# --------------------------------------------------------------------------
+# Bounds on one request.
+
+
+def test_filter_text_over_the_limit_is_rejected() -> None:
+    half = "x" * (filters.MAX_FILTER_LENGTH // 2 - len("a=="))
+    filters.parse_all([f"a=={half}", f"b=={half}"])  # exactly at the limit
+    with pytest.raises(errdefs.InvalidArgument, match="characters in one request"):
+        filters.parse_all([f"a=={half}", f"b=={half}x"])
+    with pytest.raises(errdefs.InvalidArgument, match="characters in one request"):
+        filters.parse("a==" + "x" * filters.MAX_FILTER_LENGTH)
+
+
+def test_selectors_over_the_limit_are_rejected_in_one_string_or_across_strings() -> None:
+    most = ",".join(f"l{i}==v" for i in range(filters.MAX_SELECTORS))
+    assert len(filters.parse(most).selectors) == filters.MAX_SELECTORS
+    with pytest.raises(errdefs.InvalidArgument, match="more than 64 selectors") as excinfo:
+        filters.parse(most + ",x")
+    assert str(excinfo.value).startswith("filters: parse error: [")
+    halves = [most.split(",l32==")[0], "l32==" + most.split(",l32==")[1]]
+    assert len(filters.parse_all(halves).selectors) == filters.MAX_SELECTORS
+    with pytest.raises(errdefs.InvalidArgument, match="more than 64 selectors"):
+        filters.parse_all([*halves, "x"])
+
+
+def test_many_empty_filter_strings_are_bounded_too() -> None:
+    assert filters.parse_all([""] * filters.MAX_SELECTORS) is filters.ALWAYS
+    with pytest.raises(errdefs.InvalidArgument, match="more than 64 selectors"):
+        filters.parse_all([""] * (filters.MAX_SELECTORS + 1))
+
+
+def test_parse_async_parses_as_parse_all_and_rejects_the_same() -> None:
+    async def scenario() -> None:
+        assert await filters.parse_async(["id~=^a", "id==b"]) == filters.parse_all(
+            ["id~=^a", "id==b"]
+        )
+        with pytest.raises(errdefs.InvalidArgument, match="invalid regular expression"):
+            await filters.parse_async(["id~=("])
+        with pytest.raises(errdefs.InvalidArgument, match="more than 64 selectors"):
+            await filters.parse_async([""] * 65)
+
+    asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------
+# select: matching many objects without holding the event loop.
+
+
+def _select_on(flt: str, count: int) -> tuple[list[str], set[str]]:
+    threads: set[str] = set()
+
+    def adapt(name: str) -> filters.FieldFunc:
+        threads.add(threading.current_thread().name)
+        return filters.adapt_mapping({"name": name})
+
+    names = [f"n{i}" for i in range(count)]
+    return asyncio.run(filters.select(filters.parse(flt), names, adapt)), threads
+
+
+def test_select_keeps_order_and_runs_small_equality_filters_inline() -> None:
+    got, threads = _select_on("name!=n1", 3)
+    assert got == ["n0", "n2"]
+    assert threads == {"MainThread"}
+
+
+def test_select_runs_regexps_and_large_lists_on_the_filter_pool() -> None:
+    got, threads = _select_on("name~=^n1$", 3)
+    assert got == ["n1"]
+    assert len(threads) == 1 and threads.pop().startswith("pycontainerd-filter")
+    got, threads = _select_on("name!=n1", 10_000)
+    assert len(got) == 9_999
+    assert len(threads) == 1 and threads.pop().startswith("pycontainerd-filter")
+
+
+def test_select_with_no_filter_returns_everything_untouched() -> None:
+    got, threads = _select_on("", 3)
+    assert got == ["n0", "n1", "n2"]
+    assert threads == set()
 
 
 # --------------------------------------------------------------------------

@@ -102,11 +102,11 @@ def test_namespace_is_required_and_created_implicitly(md: Metadata) -> None:
 def test_containers_are_invisible_across_namespaces(md: Metadata) -> None:
     run(md.containers.create(record()))
     with namespaces.namespace("other"):
-        assert md.containers.list() == []
+        assert run(md.containers.list()) == []
         with pytest.raises(errdefs.NotFound):
             md.containers.get("web")
         run(md.containers.create(record()))  # the same id is free here
-    assert [c.id for c in md.containers.list()] == ["web"]
+    assert [c.id for c in run(md.containers.list())] == ["web"]
 
 
 def test_list_sorted_and_filtered(md: Metadata) -> None:
@@ -116,11 +116,11 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
         ("c", "", {}),
     ]:
         run(md.containers.create(record(cid, image=image, labels=labels)))
-    assert [c.id for c in md.containers.list()] == ["a", "b", "c"]
+    assert [c.id for c in run(md.containers.list())] == ["a", "b", "c"]
 
     def ids(*fs: str) -> list[str]:
-        listed = [c.id for c in md.containers.list(*fs)]
-        assert [c.id for c in md.containers.list_raw(*fs)] == listed
+        listed = [c.id for c in run(md.containers.list(*fs))]
+        assert [c.id for c in run(md.containers.list_raw(*fs))] == listed
         return listed
 
     assert ids("labels.app==web") == ["a"]
@@ -135,7 +135,7 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
 def test_list_rejects_bad_filter_with_containerd_wording(md: Metadata) -> None:
     for list_ in (md.containers.list, md.containers.list_raw):
         with pytest.raises(errdefs.InvalidArgument) as info:
-            list_("id==")
+            run(list_("id=="))
         assert info.value.message == (
             "filters: parse error: [id==]: expected value or quoted: invalid argument: "
             "invalid argument"
@@ -147,7 +147,7 @@ def test_list_raw_is_list_with_any_values_left_serialized(md: Metadata) -> None:
     ext = any_pb2.Any(type_url="ext.v1", value=b"\x00\xff")
     run(md.containers.create(record("a", labels={"k": "v"}, runtime=RuntimeInfo("rt", opts))))
     run(md.containers.create(record("b", image="img", extensions={"x": ext})))
-    for got, want in zip(md.containers.list_raw(), md.containers.list(), strict=True):
+    for got, want in zip(run(md.containers.list_raw()), run(md.containers.list()), strict=True):
         assert (got.id, got.labels, got.image, got.runtime_name) == (
             want.id,
             want.labels,
@@ -276,22 +276,22 @@ def test_namespace_with_containers_cannot_be_deleted(md: Metadata) -> None:
 
 def test_list_raw_cache_follows_every_committed_write(md: Metadata) -> None:
     run(md.containers.create(record("a", labels={"v": "1"})))
-    first = md.containers.list_raw()
-    assert md.containers.list_raw() is first  # unchanged: the same records
+    first = run(md.containers.list_raw())
+    assert run(md.containers.list_raw()) is first  # unchanged: the same records
     run(md.containers.update(record("a", labels={"v": "2"}), "labels"))
-    assert [c.labels for c in md.containers.list_raw()] == [{"v": "2"}]
+    assert [c.labels for c in run(md.containers.list_raw())] == [{"v": "2"}]
     run(md.containers.create(record("b")))
-    assert [c.id for c in md.containers.list_raw()] == ["a", "b"]
+    assert [c.id for c in run(md.containers.list_raw())] == ["a", "b"]
     run(md.containers.delete("a"))
-    assert [c.id for c in md.containers.list_raw()] == ["b"]
+    assert [c.id for c in run(md.containers.list_raw())] == ["b"]
     with namespaces.namespace("other"):
-        assert list(md.containers.list_raw()) == []
+        assert list(run(md.containers.list_raw())) == []
 
 
 def test_list_raw_cache_sees_writes_from_other_stores(md: Metadata) -> None:
     """Any commit to the database (here: a lease) makes the cache stale."""
     run(md.containers.create(record("a")))
-    before = md.containers.list_raw()
+    before = run(md.containers.list_raw())
     run(md.leases.create("l1"))
-    after = md.containers.list_raw()
+    after = run(md.containers.list_raw())
     assert after is not before and after == before

@@ -185,7 +185,7 @@ def test_an_expired_lease_is_deleted_with_what_only_it_held(env: Env) -> None:
             with leases.lease(lease_id):
                 held[lease_id] = await env.put(lease_id.encode())
         stats = await env.gc()
-        assert {lease.id for lease in env.md.leases.list()} == {"new", "odd"}
+        assert {lease.id for lease in await env.md.leases.list()} == {"new", "odd"}
         assert env.digests() == {held["new"], held["odd"]}
         assert Node(ResourceType.LEASE, "ns", "old") in stats.removed
         assert env.rows("SELECT lease FROM lease_resources WHERE lease = 'old'") == []

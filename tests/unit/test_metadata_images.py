@@ -121,7 +121,7 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
     index = "application/vnd.oci.image.index.v1+json"
     run(md.images.create(Image("b", target(media_type=index), {"k": "1"})))
     run(md.images.create(Image("a", target(annotations={"org.x": "y"}))))
-    names = lambda *fs: [i.name for i in md.images.list(*fs)]  # noqa: E731
+    names = lambda *fs: [i.name for i in run(md.images.list(*fs))]  # noqa: E731
     assert names() == ["a", "b"]
     assert names(f"target.mediatype=={index}") == ["b"]
     assert names(f"target.digest=={DIGEST}") == ["a", "b"]
@@ -129,14 +129,14 @@ def test_list_sorted_and_filtered(md: Metadata) -> None:
     assert names('annotations."org.x"==y') == ["a"]
     assert names("name~=^a") == ["a"]
     with pytest.raises(errdefs.InvalidArgument, match="parse error"):
-        md.images.list("name==")
+        run(md.images.list("name=="))
 
 
 def test_delete_marks_dirty_and_namespaces_are_separate(md: Metadata) -> None:
     run(md.images.create(Image("a", target())))
     with namespaces.namespace("other"):
-        assert md.images.list() == []
+        assert run(md.images.list()) == []
     before = md.db.dirty
     run(md.images.delete("a"))
     assert md.db.dirty == before + 1
-    assert md.images.list() == []
+    assert run(md.images.list()) == []

@@ -33,14 +33,14 @@ def test_create_list_delete(md: Metadata) -> None:
     created = run(md.leases.create("l1", {"k": "v", "empty": ""}))
     assert created.labels == {"k": "v"}
     run(md.leases.create("a/b--c"))  # containerd does not hold lease ids to identifier rules
-    assert [lease.id for lease in md.leases.list()] == ["a/b--c", "l1"]
-    assert md.leases.list()[1] == created
-    assert [lease.id for lease in md.leases.list("labels.k==v")] == ["l1"]
-    assert [lease.id for lease in md.leases.list("id==a/b--c")] == ["a/b--c"]
+    assert [lease.id for lease in run(md.leases.list())] == ["a/b--c", "l1"]
+    assert run(md.leases.list())[1] == created
+    assert [lease.id for lease in run(md.leases.list("labels.k==v"))] == ["l1"]
+    assert [lease.id for lease in run(md.leases.list("id==a/b--c"))] == ["a/b--c"]
     before = md.db.dirty
     run(md.leases.delete("l1"))
     assert md.db.dirty == before + 1
-    assert [lease.id for lease in md.leases.list()] == ["a/b--c"]
+    assert [lease.id for lease in run(md.leases.list())] == ["a/b--c"]
 
 
 def test_errors_match_containerd(md: Metadata) -> None:
@@ -112,9 +112,9 @@ def test_deleting_a_lease_drops_its_resources(md: Metadata) -> None:
 def test_leases_are_per_namespace(md: Metadata) -> None:
     run(md.leases.create("l"))
     with namespaces.namespace("other"):
-        assert md.leases.list() == []
+        assert run(md.leases.list()) == []
         run(md.leases.create("l"))
-    assert len(md.leases.list()) == 1
+    assert len(run(md.leases.list())) == 1
 
 
 def test_random_ids_and_expiry_label() -> None:

@@ -470,10 +470,9 @@ class LocalStore:
         return out
 
     async def walk(self, *filter_strings: str) -> AsyncIterator[Info]:
-        flt = filters.parse_all(filter_strings)
-        for info in await self._run(self._scan_sync):
-            if flt.match(adapt_info(info)):
-                yield info
+        flt = await filters.parse_async(filter_strings)
+        for info in await filters.select(flt, await self._run(self._scan_sync), adapt_info):
+            yield info
 
     def _delete_sync(self, digest: str) -> None:
         try:
@@ -618,9 +617,9 @@ class LocalStore:
         return out
 
     async def list_statuses(self, *filter_strings: str) -> list[Status]:
-        flt = filters.parse_all(filter_strings)
+        flt = await filters.parse_async(filter_strings)
         statuses = await self._run(self._list_statuses_sync)
-        return [s for s in statuses if flt.match(adapt_status(s))]
+        return await filters.select(flt, statuses, adapt_status)
 
     def _abort_sync(self, ref: str) -> None:
         path = self.ingest_path(ref)

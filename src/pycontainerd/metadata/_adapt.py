@@ -9,10 +9,10 @@ from pycontainerd import errdefs, filters
 __all__ = ["check_map", "parse_filters"]
 
 
-def parse_filters(fs: Sequence[str]) -> filters.Filter:
+async def parse_filters(fs: Sequence[str]) -> filters.Filter:
     """Parse a List's filters; a bad one is InvalidArgument, worded as containerd's."""
     try:
-        return filters.parse_all(fs)
+        return await filters.parse_async(fs)
     except errdefs.InvalidArgument as exc:
         # containerd wraps the parser's error (already "...: invalid argument")
         # in ErrInvalidArgument once more; its clients see the suffix twice.

@@ -103,6 +103,14 @@ def _adaptor(cid: str, image: str, runtime_name: str, lbls: Mapping[str, str]) -
     return field
 
 
+def _container_adaptor(c: Container) -> filters.FieldFunc:
+    return _adaptor(c.id, c.image, c.runtime.name, c.labels)
+
+
+def _raw_adaptor(c: RawContainer) -> filters.FieldFunc:
+    return _adaptor(c.id, c.image, c.runtime_name, c.labels)
+
+
 def _without_empty(m: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in m.items() if v != ""}
 
@@ -209,16 +217,14 @@ class ContainerStore:
         )
         return rows
 
-    def list(self, *fs: str) -> builtins.list[Container]:
+    async def list(self, *fs: str) -> builtins.list[Container]:
         """Containers matching any of ``fs`` (containerd's filter syntax), by id."""
         ns = namespaces.required()
-        flt = parse_filters(fs)
+        flt = await parse_filters(fs)
         records = [_from_row(r) for r in self._rows(ns)]
-        if flt is filters.ALWAYS:
-            return records
-        return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime.name, r.labels))]
+        return await filters.select(flt, records, _container_adaptor)
 
-    def list_raw(self, *fs: str) -> Sequence[RawContainer]:
+    async def list_raw(self, *fs: str) -> Sequence[RawContainer]:
         """:meth:`list` with the ``Any`` values left serialized, for the wire.
 
         Without filters the answer is the same tuple object until a
@@ -226,7 +232,7 @@ class ContainerStore:
         derive from it by identity.
         """
         ns = namespaces.required()
-        flt = parse_filters(fs)
+        flt = await parse_filters(fs)
         version = self._db.data_version()
         cached = self._raw.get(ns)
         if cached is not None and cached[0] == version:
@@ -236,7 +242,7 @@ class ContainerStore:
             self._raw[ns] = (version, records)
         if flt is filters.ALWAYS:
             return records
-        return [r for r in records if flt.match(_adaptor(r.id, r.image, r.runtime_name, r.labels))]
+        return await filters.select(flt, records, _raw_adaptor)
 
     async def create(self, container: Container) -> Container:
         ns = namespaces.required()

@@ -216,16 +216,14 @@ class ContentStore:
 
     async def walk(self, *filter_strings: str) -> AsyncIterator[Info]:
         ns = namespaces.required()
-        flt = filters.parse_all(filter_strings)
+        flt = await filters.parse_async(filter_strings)
         rows: builtins.list[_InfoRow] = self._db.read(
             lambda c: c.execute(
                 f"SELECT {_INFO_COLUMNS} FROM content WHERE namespace = ? ORDER BY digest", (ns,)
             ).fetchall()
         )
-        for row in rows:
-            info = _info(row)
-            if flt is filters.ALWAYS or flt.match(adapt_info(info)):
-                yield info
+        for info in await filters.select(flt, [_info(row) for row in rows], adapt_info):
+            yield info
 
     async def delete(self, digest: str) -> None:
         ns = namespaces.required()
@@ -276,21 +274,19 @@ class ContentStore:
 
     async def list_statuses(self, *filter_strings: str) -> builtins.list[Status]:
         ns = namespaces.required()
-        flt = filters.parse_all(filter_strings)
+        flt = await filters.parse_async(filter_strings)
         rows: builtins.list[tuple[str, str]] = self._db.read(
             lambda c: c.execute(
                 "SELECT ref, backend_ref FROM ingests WHERE namespace = ? ORDER BY ref", (ns,)
             ).fetchall()
         )
-        out = []
+        statuses = []
         for ref, bref in rows:
             try:
-                st = dataclasses.replace(await self._backend.status(bref), ref=ref)
+                statuses.append(dataclasses.replace(await self._backend.status(bref), ref=ref))
             except errdefs.NotFound:
                 continue  # a shared ingest, or one whose bytes never arrived
-            if flt.match(adapt_status(st)):
-                out.append(st)
-        return out
+        return await filters.select(flt, statuses, adapt_status)
 
     async def abort(self, ref: str) -> None:
         ns = namespaces.required()

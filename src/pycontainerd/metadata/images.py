@@ -142,19 +142,16 @@ class ImageStore:
             raise errdefs.NotFound(f"image {q(name)}")
         return _from_row(row)
 
-    def list(self, *fs: str) -> builtins.list[Image]:
+    async def list(self, *fs: str) -> builtins.list[Image]:
         """Images matching any of ``fs`` (containerd's filter syntax), by name."""
         ns = namespaces.required()
-        flt = parse_filters(fs)
+        flt = await parse_filters(fs)
         rows: builtins.list[_Row] = self._db.read(
             lambda c: c.execute(
                 f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name", (ns,)
             ).fetchall()
         )
-        records = [_from_row(r) for r in rows]
-        if flt is filters.ALWAYS:
-            return records
-        return [r for r in records if flt.match(_adaptor(r))]
+        return await filters.select(flt, [_from_row(r) for r in rows], _adaptor)
 
     async def create(self, image: Image) -> Image:
         ns = namespaces.required()

@@ -124,10 +124,10 @@ class LeaseManager:
 
         await self._db.write(tx)
 
-    def list(self, *fs: str) -> builtins.list[Lease]:
+    async def list(self, *fs: str) -> builtins.list[Lease]:
         """Leases matching any of ``fs`` (containerd's filter syntax), by id."""
         ns = namespaces.required()
-        flt = parse_filters(fs)
+        flt = await parse_filters(fs)
         rows: builtins.list[tuple[str, str, int]] = self._db.read(
             lambda c: c.execute(
                 "SELECT id, labels, created_at FROM leases WHERE namespace = ? ORDER BY id",
@@ -135,9 +135,7 @@ class LeaseManager:
             ).fetchall()
         )
         records = [Lease(i, load_map(lbl), to_datetime(at)) for i, lbl, at in rows]
-        if flt is filters.ALWAYS:
-            return records
-        return [r for r in records if flt.match(_adaptor(r))]
+        return await filters.select(flt, records, _adaptor)
 
     async def add_resource(self, lease_id: str, resource: Resource) -> None:
         ns = namespaces.required()

@@ -187,7 +187,7 @@ class SnapshotStore:
 
     async def walk(self, *filter_strings: str) -> AsyncIterator[Info]:
         ns = namespaces.required()
-        flt = parse_filters(filter_strings)
+        flt = await parse_filters(filter_strings)
         rows: builtins.list[_Row] = self._db.read(
             lambda c: c.execute(
                 f"SELECT {_COLUMNS} FROM snapshots WHERE namespace = ? AND snapshotter = ? "
@@ -195,13 +195,14 @@ class SnapshotStore:
                 (ns, self.name),
             ).fetchall()
         )
+        infos = []
         for row in rows:
             try:
-                info = _merge(await self._backend.stat(row[1]), row)
+                infos.append(_merge(await self._backend.stat(row[1]), row))
             except errdefs.NotFound:
                 continue  # being created or committed right now
-            if flt is filters.ALWAYS or flt.match(adapt_info(info)):
-                yield info
+        for info in await filters.select(flt, infos, adapt_info):
+            yield info
 
     # -- writes
 

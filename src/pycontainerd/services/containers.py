@@ -38,12 +38,12 @@ class ContainersService(pb_grpc.ContainersServicer):
     # records go from the store to the wire without decoding their specs.
 
     async def List(self, request: pb.ListContainersRequest, context: Any) -> bytes:
-        return list_response(self._store.list_raw(*request.filters))
+        return list_response(await self._store.list_raw(*request.filters))
 
     async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
     ) -> AsyncIterator[Frames]:
-        records = self._store.list_raw(*request.filters)
+        records = await self._store.list_raw(*request.filters)
         ns = namespaces.required()
         cached = self._streamed.get(ns)
         if cached is not None and cached[0] is records:

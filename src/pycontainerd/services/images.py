@@ -29,7 +29,8 @@ class ImagesService(pb_grpc.ImagesServicer):
         return pb.GetImageResponse(image=to_pb(self._store.get(request.name)))
 
     async def List(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
-        return pb.ListImagesResponse(images=[to_pb(i) for i in self._store.list(*request.filters)])
+        images = await self._store.list(*request.filters)
+        return pb.ListImagesResponse(images=[to_pb(i) for i in images])
 
     async def Create(self, request: pb.CreateImageRequest, context: Any) -> pb.CreateImageResponse:
         if not request.image.name:

@@ -36,6 +36,10 @@ def plugin_info(p: plugin.Plugin) -> PluginInfo:
     )
 
 
+def _adapt(info: PluginInfo) -> filters.AdaptorLike:
+    return info
+
+
 def load_or_create_uuid(path: Path) -> str:
     """The server UUID, created once and kept under root (atomic write)."""
     try:
@@ -62,9 +66,9 @@ class IntrospectionService(pb_grpc.IntrospectionServicer):
         self._uuid = uuid
 
     async def Plugins(self, request: pb.PluginsRequest, context: Any) -> pb.PluginsResponse:
-        flt = filters.parse_all(list(request.filters))
-        infos = [plugin_info(p) for p in self._plugins]
-        return pb.PluginsResponse(plugins=[to_pb(i) for i in infos if flt.match(i.field)])
+        flt = await filters.parse_async(request.filters)
+        infos = await filters.select(flt, [plugin_info(p) for p in self._plugins], _adapt)
+        return pb.PluginsResponse(plugins=[to_pb(i) for i in infos])
 
     async def Server(self, request: empty_pb2.Empty, context: Any) -> pb.ServerResponse:
         return pb.ServerResponse(uuid=self._uuid)

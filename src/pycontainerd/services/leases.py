@@ -34,7 +34,7 @@ class LeasesService(pb_grpc.LeasesServicer):
 
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         return pb.ListResponse(
-            leases=[to_pb(lease) for lease in self._manager.list(*request.filters)]
+            leases=[to_pb(lease) for lease in await self._manager.list(*request.filters)]
         )
 
     async def AddResource(self, request: pb.AddResourceRequest, context: Any) -> empty_pb2.Empty:

@@ -13,6 +13,7 @@ from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as pb_grpc
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
+from pycontainerd.metadata.namespaces import Namespace
 from pycontainerd.services._edge import servicer
 from pycontainerd.wire.namespaces import to_pb
 
@@ -20,6 +21,10 @@ from pycontainerd.wire.namespaces import to_pb
 def _event_namespace() -> str:
     """Namespace events go out in the caller's namespace, else ``default``."""
     return namespaces.current() or namespaces.DEFAULT
+
+
+def _adapt(ns: Namespace) -> filters.FieldFunc:
+    return filters.adapt_mapping({"name": ns.name, "labels": dict(ns.labels)})
 
 
 @servicer("containerd.services.namespaces.v1.Namespaces")
@@ -35,13 +40,9 @@ class NamespacesService(pb_grpc.NamespacesServicer):
     async def List(
         self, request: pb.ListNamespacesRequest, context: Any
     ) -> pb.ListNamespacesResponse:
-        flt = filters.parse_all([request.filter] if request.filter else [])
-        items = [
-            to_pb(ns.name, ns.labels)
-            for ns in self._store.list()
-            if flt.match(filters.adapt_mapping({"name": ns.name, "labels": dict(ns.labels)}))
-        ]
-        return pb.ListNamespacesResponse(namespaces=items)
+        flt = await filters.parse_async([request.filter] if request.filter else [])
+        listed = await filters.select(flt, self._store.list(), _adapt)
+        return pb.ListNamespacesResponse(namespaces=[to_pb(ns.name, ns.labels) for ns in listed])
 
     async def Create(
         self, request: pb.CreateNamespaceRequest, context: Any
