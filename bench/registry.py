@@ -39,10 +39,16 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Measure:
-    """What one round does: ``run`` is timed, ``reset`` (if any) runs untimed before it."""
+    """What one round does: ``run`` is timed, ``reset`` (if any) runs untimed before it.
+
+    ``cpu``, when given, is read after ``run`` and reported as the round's
+    server CPU instead of what the harness's daemon burnt: a scenario that
+    starts daemons of its own (``daemon-startup``) reports theirs.
+    """
 
     run: Callable[[], object]
     reset: Callable[[], object] | None = None
+    cpu: Callable[[], float] | None = None
 
 
 SetupFn = Callable[[Target], Iterator[Measure]]

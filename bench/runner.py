@@ -90,7 +90,8 @@ def _round(target: Target, measure: Measure) -> Sample:
     start = time.perf_counter()
     measure.run()
     wall = time.perf_counter() - start
-    return Sample(wall, process_cpu(target.pid) - cpu0)
+    cpu = measure.cpu() if measure.cpu is not None else process_cpu(target.pid) - cpu0
+    return Sample(wall, cpu)
 
 
 @contextlib.contextmanager

@@ -17,24 +17,30 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from isal import isal_zlib
 
-from bench.commands import ctr
+from bench.commands import command, ctr, ctr_binary, pyctr, pyctr_argv, python_env
 from bench.registry import Measure, Target, scenario
+from bench.runner import OURS, process_cpu
 from pycontainerd import errdefs, typeurl
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2 as runc_options
 from pycontainerd.client import Client
 from pycontainerd.oci import spec as oci
+from tests.support import daemons
 
 ROUND_TRIPS = 1000
 CTR_RUNS = 20
+CLI_RUNS = 20
 INGEST_SIZE = 1 << 30
 CONTAINERS = 5000
 
@@ -81,6 +87,121 @@ def ctr_version_namespaces(target: Target) -> Iterator[Measure]:
             ls()
 
     yield Measure(run)
+
+
+# --------------------------------------------------------------------------
+# cli-help, cli-version, daemon-startup: how long a process takes to be useful
+
+
+def _repeat(run: Callable[[], object], times: int) -> Callable[[], None]:
+    def repeated() -> None:
+        for _ in range(times):
+            run()
+
+    return repeated
+
+
+@scenario(
+    "cli-help",
+    f"{CLI_RUNS} x `pyctr --help` beside {CLI_RUNS} x `ctr --help`: CLI start-up alone",
+    ops=CLI_RUNS,
+    unit="--help",
+)
+def cli_help(target: Target) -> Iterator[Measure]:
+    if target.label == OURS:
+        argv = [pyctr_argv(target)[0], "--help"]
+        # One untimed run first leaves the .pyc files an installed pyctr has.
+        command(argv, env=python_env())()
+        yield Measure(_repeat(command(argv, env=python_env()), CLI_RUNS))
+    else:
+        yield Measure(_repeat(command([ctr_binary(), "--help"]), CLI_RUNS))
+
+
+@scenario(
+    "cli-version",
+    f"{CLI_RUNS} x `pyctr version` against pycontainerd beside {CLI_RUNS} x `ctr version` "
+    "against containerd: start-up, dial, Version and Introspection.Server",
+    ops=CLI_RUNS,
+    unit="version",
+)
+def cli_version(target: Target) -> Iterator[Measure]:
+    run = pyctr(target, "version") if target.label == OURS else ctr(target, "version")
+    out = run().stdout  # untimed; also writes pyctr's .pyc files
+    if b"Server:" not in out:
+        raise RuntimeError(f"{target.label}: version printed no server part:\n{out.decode()}")
+    yield Measure(_repeat(run, CLI_RUNS))
+
+
+def _wait_answering(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Return as soon as the daemon's health check says SERVING: polled every
+    2 ms (the 50 ms of ``daemons.wait_serving`` would swamp a start-up)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{log.read_text()}")
+        if os.path.exists(address):
+            with (
+                grpc.insecure_channel(f"unix://{address}") as channel,
+                contextlib.suppress(grpc.RpcError),
+            ):
+                resp = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        time.sleep(0.002)
+    raise RuntimeError(f"daemon did not answer in 30 s:\n{log.read_text()}")
+
+
+@scenario(
+    "daemon-startup",
+    "spawn the daemon on an empty root until its socket answers a health check "
+    "(server CPU: the new daemon's, up to then)",
+    ops=1,
+    unit="start",
+)
+def daemon_startup(target: Target) -> Iterator[Measure]:
+    # The harness's daemon only names the side; each round starts one of its own.
+    with daemons.temp_base("bst-") as base:
+        rounds = iter(range(1_000_000))
+        running: list[subprocess.Popen[bytes]] = []
+        cpu_at_ready: list[float] = []
+        where: list[Path] = []
+
+        def stop_last() -> None:
+            while running:
+                daemons.stop(running.pop())
+            for old in where:
+                subprocess.run(["umount", "-R", "-l", str(old)], capture_output=True, check=False)
+                shutil.rmtree(old, ignore_errors=True)
+            where.clear()
+
+        def reset() -> None:
+            stop_last()
+            round_dir = base / f"r{next(rounds)}"
+            round_dir.mkdir()
+            where.append(round_dir)
+            os.sync()  # the last round's writes are not this round's to wait for
+
+        def run() -> None:
+            round_dir = where[-1]
+            if target.label == OURS:
+                address = str(round_dir / "p.sock")
+                argv = daemons.pycontainerd_args(round_dir, address, log_level="info")
+            else:
+                address = str(round_dir / "c.sock")
+                argv = daemons.containerd_args(round_dir, address)
+            log = round_dir / "daemon.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, env=python_env()
+                )
+            running.append(process)
+            _wait_answering(address, process, log)
+            cpu_at_ready.append(process_cpu(process.pid))
+
+        yield Measure(run, reset=reset, cpu=lambda: cpu_at_ready[-1])
+        stop_last()
 
 
 # --------------------------------------------------------------------------

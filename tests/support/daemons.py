@@ -97,6 +97,47 @@ def temp_base(prefix: str) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def pycontainerd_args(
+    base: Path, address: str, *, config: str | None = None, log_level: str = "debug"
+) -> list[str]:
+    """Our daemon's command line with root, state and config under ``base``
+    (the config, when given, is written there; none means an absent file)."""
+    args = [
+        str(VENV_BIN / "pycontainerd"),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        address,
+        "--log-level",
+        log_level,
+    ]
+    if config is not None:
+        cfg = base / "config.toml"
+        cfg.write_text(config)
+        return [*args, "--config", str(cfg)]
+    return [*args, "--config", str(base / "absent.toml")]
+
+
+def containerd_args(base: Path, address: str) -> list[str]:
+    """Debian's containerd's command line with root, state and config under ``base``."""
+    binary = shutil.which("containerd")
+    if binary is None:
+        raise RuntimeError("containerd is not installed (make deps installs it)")
+    cfg = base / "config.toml"
+    cfg.write_text(CONTAINERD_CONFIG.format(address=address))
+    return [
+        binary,
+        "--config",
+        str(cfg),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+    ]
+
+
 @contextlib.contextmanager
 def pycontainerd(
     *extra_args: str, config: str | None = None, log_level: str = "debug"
@@ -109,23 +150,7 @@ def pycontainerd(
     with temp_base("pcd-") as base:
         address = str(base / "pcd.sock")
         log = base / "daemon.log"
-        args = [
-            str(VENV_BIN / "pycontainerd"),
-            "--root",
-            str(base / "root"),
-            "--state",
-            str(base / "state"),
-            "--address",
-            address,
-            "--log-level",
-            log_level,
-        ]
-        if config is not None:
-            cfg = base / "config.toml"
-            cfg.write_text(config)
-            args += ["--config", str(cfg)]
-        else:
-            args += ["--config", str(base / "absent.toml")]
+        args = pycontainerd_args(base, address, config=config, log_level=log_level)
         with open(log, "wb") as out:
             proc = subprocess.Popen([*args, *extra_args], stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -152,23 +177,10 @@ def wait_startup_gc(daemon: RunningDaemon, timeout: float = 5) -> None:
 @contextlib.contextmanager
 def containerd() -> Iterator[RunningDaemon]:
     """Run Debian's containerd on private paths (for interop and benchmarks)."""
-    binary = shutil.which("containerd")
-    if binary is None:
-        raise RuntimeError("containerd is not installed (make deps installs it)")
     with temp_base("ctd-") as base:
         address = str(base / "c.sock")
-        cfg = base / "config.toml"
-        cfg.write_text(CONTAINERD_CONFIG.format(address=address))
         log = base / "containerd.log"
-        args = [
-            binary,
-            "--config",
-            str(cfg),
-            "--root",
-            str(base / "root"),
-            "--state",
-            str(base / "state"),
-        ]
+        args = containerd_args(base, address)
         with open(log, "wb") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         try:

@@ -1,12 +1,14 @@
-"""What the sync and async clients share: defaults, results, wire metadata."""
+"""What the sync and async clients share: the default address, results, targets.
+
+Kept light (pyctr reads ``DEFAULT_ADDRESS`` for its ``--help``): the
+request metadata is built by the client's ``_Call``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pycontainerd import leases, namespaces
-
-__all__ = ["DEFAULT_ADDRESS", "ServerInfo", "Version", "channel_target", "metadata_for"]
+__all__ = ["DEFAULT_ADDRESS", "ServerInfo", "Version", "channel_target"]
 
 DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
 
@@ -27,12 +29,3 @@ def channel_target(address: str) -> str:
     if address.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
         return address
     return f"unix://{address}"
-
-
-def metadata_for(namespace: str | None) -> tuple[tuple[str, str], ...]:
-    """Request metadata: the namespace, and the lease of this context if any."""
-    md: tuple[tuple[str, str], ...] = ((namespaces.GRPC_HEADER, namespace),) if namespace else ()
-    lease_id = leases.current()
-    if lease_id:
-        md += ((leases.GRPC_HEADER, lease_id),)
-    return md

@@ -19,13 +19,12 @@ import click
 
 from pycontainerd import errdefs, platforms
 from pycontainerd.cli.app import Globals, Group, echo_table, label_args, pass_globals, sorted_labels
-from pycontainerd.client import Client
 from pycontainerd.images import Descriptor, Image
-from pycontainerd.images import archive_import as ai
 from pycontainerd.images.handlers import walk_size
 from pycontainerd.images.manifest import drive, platforms_of
 
 if TYPE_CHECKING:
+    from pycontainerd.client import Client
     from pycontainerd.client._sync.image import Image as ImageObject
 
 __all__ = ["command", "human_bytes"]
@@ -176,6 +175,9 @@ def import_images(
     FILE is a path or - for stdin.  Without --base-name, tag-only names get
     the prefix import-YYYY-MM-DD.
     """
+    # Here, not at the top: the archive code it brings would slow ``images ls``.
+    from pycontainerd.images import archive_import as ai
+
     if skip_digest_for_named and not digests:
         raise click.ClickException(
             "--skip-digest-for-named must be specified with --digests option"

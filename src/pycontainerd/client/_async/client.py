@@ -30,7 +30,6 @@ from pycontainerd.client._shared import (
     ServerInfo,
     Version,
     channel_target,
-    metadata_for,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +69,15 @@ class _Call:
     timeout: float | None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return metadata_for(namespace_context.current() or self.namespace)
+        """Request metadata: the namespace, and the lease of this context if any."""
+        namespace = namespace_context.current() or self.namespace
+        md: tuple[tuple[str, str], ...] = (
+            ((namespace_context.GRPC_HEADER, namespace),) if namespace else ()
+        )
+        lease_id = lease_context.current()
+        if lease_id:
+            md += ((lease_context.GRPC_HEADER, lease_id),)
+        return md
 
     async def unary(self, method: Any, request: Message) -> Any:
         """Make one unary call, turning a failed status into our error class."""
