@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -281,11 +282,9 @@ def test_valid_topics_pass(topic: str) -> None:
 # --- slow subscribers ------------------------------------------------------------------
 
 
-def test_slow_subscriber_is_dropped_with_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exchange_mod, "SUBSCRIBER_QUEUE", 4)
-
+def test_slow_subscriber_is_dropped_with_unavailable() -> None:
     async def scenario() -> None:
-        ex = Exchange()
+        ex = Exchange(max_queued_events=4)
         slow = await subscribe(ex)
         fast = await subscribe(ex)
         for i in range(50):
@@ -297,10 +296,8 @@ def test_slow_subscriber_is_dropped_with_unavailable(monkeypatch: pytest.MonkeyP
         with pytest.raises(errdefs.Unavailable, match="fell too far behind"):
             while True:
                 got.append((await slow.next()).topic)
-        # at most a queue's worth, in publish order, then the error
-        assert 0 < len(got) <= 4
-        numbers = [int(t.rsplit("n", 1)[1]) for t in got]
-        assert numbers == sorted(set(numbers))
+        # only what it had taken before it was dropped: the queue went with it
+        assert got == ["/e/n0"]
         # and the fast subscriber is unaffected
         await ex.publish("/e/last", create("last"), namespace="default")
         assert (await fast.next()).topic == "/e/last"
@@ -308,19 +305,75 @@ def test_slow_subscriber_is_dropped_with_unavailable(monkeypatch: pytest.MonkeyP
     run(scenario)
 
 
-def test_dropped_subscriber_holds_no_more_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exchange_mod, "SUBSCRIBER_QUEUE", 2)
-
+def test_dropped_subscriber_holds_no_more_events() -> None:
     async def scenario() -> None:
-        ex = Exchange()
+        ex = Exchange(max_queued_events=2)
         stream = ex.subscribe([])
         task = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)
         for i in range(1000):
             await ex.publish("/e", create(f"n{i}"), namespace="default")
         assert ex.subscriber_count == 0
-        first = await task  # whatever was queued before it was dropped
-        assert first.topic == "/e"
+        # Dropped before it took anything: nothing stale is delivered.
+        with pytest.raises(errdefs.Unavailable):
+            await task
+
+    run(scenario)
+
+
+def big(topic: str, size: int) -> Envelope:
+    """An envelope of a type the exchange never decodes, ``size`` bytes of payload."""
+    payload = any_pb2.Any(type_url="example.com/Big", value=b"x" * size)
+    return Envelope(dt.datetime.now(dt.UTC), "default", topic, payload)
+
+
+def test_subscriber_queue_is_bounded_by_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        ex = Exchange()
+        stalled = await subscribe(ex, 'topic~="^/big/"')
+        reader = await subscribe(ex)
+        mib = 1 << 20
+        for i in range(50):
+            await ex.forward(big(f"/big/n{i}", mib))
+            assert (await reader.next()).topic == f"/big/n{i}"
+        assert ex.subscriber_count == 1
+        with pytest.raises(errdefs.Unavailable):
+            while True:
+                await stalled.next()
+
+    with caplog.at_level(logging.WARNING, logger="pycontainerd.events.exchange"):
+        run(scenario)
+    (record,) = [r for r in caplog.records if "fell too far behind" in r.getMessage()]
+    # It names the subscriber by its filters and says what it had queued:
+    # three 1 MiB envelopes and their overhead fit in 4 MiB, a fourth does not.
+    assert record.filters == ['topic~="^/big/"']
+    assert record.queued_events == 3
+    assert 3 << 20 < record.queued_bytes <= exchange_mod.MAX_QUEUED_BYTES
+
+
+def test_an_envelope_over_the_byte_bound_reaches_a_reader_that_keeps_up() -> None:
+    async def scenario() -> None:
+        ex = Exchange(max_queued_bytes=1024)
+        sub = await subscribe(ex)
+        for i in range(3):
+            await ex.forward(big(f"/big/n{i}", 4096))
+            assert (await sub.next()).topic == f"/big/n{i}"
+        assert ex.subscriber_count == 1
+
+    run(scenario)
+
+
+def test_an_envelope_being_sent_still_counts_against_the_bound() -> None:
+    async def scenario() -> None:
+        ex = Exchange(max_queued_events=2)
+        stream = ex.subscribe([])
+        task = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        await ex.publish("/e/a", create("a"), namespace="default")
+        assert (await task).topic == "/e/a"  # handed out, its send not yet done
+        await ex.publish("/e/b", create("b"), namespace="default")
+        await ex.publish("/e/c", create("c"), namespace="default")
+        assert ex.subscriber_count == 0
         with pytest.raises(errdefs.Unavailable):
             await anext(stream)
 
