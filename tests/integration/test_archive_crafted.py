@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pycontainerd import errdefs
-from pycontainerd.archive import Whiteouts, _openat, apply_layer
+from pycontainerd import _openat, errdefs
+from pycontainerd.archive import Whiteouts, apply_layer
 
 pytestmark = pytest.mark.integration
 

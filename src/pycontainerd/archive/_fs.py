@@ -14,15 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import shutil
 import stat
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycontainerd import errdefs
-from pycontainerd.archive import _openat
+from pycontainerd import _openat, errdefs
+from pycontainerd._tree import remove_tree
 
 __all__ = ["DirInfo", "Root", "clean_parts", "proc_fd", "remove_entry"]
 
@@ -30,7 +29,9 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _RESOLVE = _openat.RESOLVE_IN_ROOT | _openat.RESOLVE_NO_MAGICLINKS
 _MAX_SYMLINKS = 40  # the kernel's limit on one lookup
 _ACL_DEFAULT = "system.posix_acl_default"
-_FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A lower layer's file is looked at through O_PATH first: opening a device
+# node the layer planted there could act on the host.
+_FILE_LOOK = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _cache_size() -> int:
@@ -74,7 +75,7 @@ def proc_fd(fd: int) -> str:
 
 
 def remove_entry(dir_fd: int, name: str) -> bool:
-    """Remove ``name`` (recursively for a directory) without following links.
+    """Remove ``name`` (with everything below, for a directory) without following links.
 
     Return True when what was removed could be a path component (a directory
     or a symlink), so cached directory handles below it are stale.
@@ -84,7 +85,7 @@ def remove_entry(dir_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
+        remove_tree(name, dir_fd=dir_fd)
         return True
     os.unlink(name, dir_fd=dir_fd)
     return stat.S_ISLNK(st.st_mode)
@@ -317,35 +318,43 @@ class Root:
         """The regular file ``path`` in the nearest parent layer having it.
 
         Returns an O_RDONLY fd and the file's real path in that layer
-        (symlinks resolved, inside the layer), or None.
+        (symlinks resolved, inside the layer), or None.  Anything else there
+        (a device node, a FIFO) is only looked at, never opened.
         """
         for parent in self._parents:
             try:
                 if _openat.AVAILABLE:
-                    fd = _openat.openat2(parent, path, _FILE_READ, _RESOLVE)
+                    found = _openat.openat2(parent, path, _FILE_LOOK, _RESOLVE)
                 else:
-                    fd = self._open_in(parent, path)
+                    found = self._open_in(parent, path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     return None  # a symlink there: not a file we may copy
                 raise
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                prefix = os.readlink(proc_fd(parent)).rstrip("/") + "/"
-                real = os.readlink(proc_fd(fd))
-                if real.startswith(prefix):
-                    return fd, real[len(prefix) :]
-            os.close(fd)
-            return None  # a whiteout or other non-file hides anything further down
+            try:
+                # A whiteout or other non-file hides anything further down.
+                return self._readable_in(parent, found)
+            finally:
+                os.close(found)
         return None
+
+    def _readable_in(self, parent: int, found: int) -> tuple[int, str] | None:
+        """An O_RDONLY fd and layer path for the O_PATH fd ``found``, if a regular file there."""
+        prefix = os.readlink(proc_fd(parent)).rstrip("/") + "/"
+        real = os.readlink(proc_fd(found))
+        if not real.startswith(prefix):
+            return None
+        fd = _openat.reopen_regular(found)
+        return None if fd is None else (fd, real[len(prefix) :])
 
     def _open_in(self, parent: int, path: str) -> int:
         """Fallback for :meth:`parent_file` without openat2."""
         dir_part, _, name = path.rpartition("/")
         dfd = self._walk(dir_part, create=False, root=parent) if dir_part else parent
         try:
-            return os.open(name, _FILE_READ, dir_fd=dfd)
+            return os.open(name, _FILE_LOOK, dir_fd=dfd)
         finally:
             if dfd != parent:
                 os.close(dfd)

@@ -22,9 +22,15 @@ everything in the directory not written by this layer);
 0/0 character device for a deleted name, ``trusted.overlay.opaque=y`` for an
 opaque directory.
 
+Bounds: an entry's cleaned path is handed to the kernel whole, so one longer
+than ``PATH_MAX`` (4,095 bytes) is refused with InvalidArgument; directories
+an opaque marker empties are walked iteratively (:mod:`pycontainerd._tree`).
+
 Where we knowingly differ from containerd 1.6: in OVERLAY mode a hardlink
 whose target only a lower layer has is served by copying that file up
-(containerd fails the layer); an overlay whiteout replaces an entry already
+(containerd fails the layer), if it is a regular file -- anything else there
+(a device node, a FIFO) is looked at through ``O_PATH``, never opened, and
+the layer refused; an overlay whiteout replaces an entry already
 in the upperdir (containerd fails on EEXIST); symlinks along an existing path
 are resolved by the kernel (containerd cleans ``..`` after a symlink
 lexically; the two agree for any path a real image builder writes).
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pycontainerd import errdefs
+from pycontainerd._tree import Visit, walk
 from pycontainerd.archive import tar
 from pycontainerd.archive._fs import Root, clean_parts, proc_fd, remove_entry
 from pycontainerd.archive._writer import FileJob, FileWriter, JobError, write_file
@@ -483,24 +490,16 @@ class _Applier:
 
     def _empty_opaque(self, dfd: int, resolved: str) -> None:
         """Remove everything below the directory that this layer did not write."""
+        prefix = f"{resolved}/" if resolved else ""
+
+        def written(visit: Visit) -> bool:
+            return prefix + visit.path in self.unpacked
+
         removed = False
-        listing = os.open(".", _DIR_OPEN, dir_fd=dfd)  # O_PATH fds cannot be listed
-        try:
-            names = sorted(os.listdir(listing))
-        finally:
-            os.close(listing)
-        for name in names:
-            child = f"{resolved}/{name}" if resolved else name
-            if child not in self.unpacked:
-                removed = remove_entry(dfd, name) or removed
-                continue
-            st = os.lstat(name, dir_fd=dfd)
-            if stat.S_ISDIR(st.st_mode):
-                sub = os.open(name, _DIR_OPEN, dir_fd=dfd)
-                try:
-                    self._empty_opaque(sub, child)
-                finally:
-                    os.close(sub)
+        # Only directories this layer wrote are entered; everything else goes whole.
+        for visit in walk(dfd, descend=written):
+            if not visit.leaving and not written(visit):
+                removed = remove_entry(visit.dir_fd, visit.name) or removed
         if removed:
             self.fs.invalidate()
 
@@ -520,7 +519,14 @@ class _Applier:
 def _os_error(hdr: tar.Header, exc: OSError) -> errdefs.ContainerdError:
     """Turn a failed filesystem call into a typed error that names the entry."""
     what = f"apply layer entry {hdr.name!r}: {exc.strerror or exc}"
-    if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EEXIST, errno.ENOENT, errno.EXDEV):
+    if exc.errno in (
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.EEXIST,
+        errno.ENOENT,
+        errno.EXDEV,
+        errno.ENAMETOOLONG,  # an entry path past the kernel's PATH_MAX
+    ):
         return errdefs.InvalidArgument(what)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return errdefs.ResourceExhausted(what)

@@ -16,23 +16,30 @@ writes for the same trees: whiteouts carry the epoch as their mtime instead
 of the current time, so the same change always gives the same digest.
 
 Trees are read through directory fds with ``O_NOFOLLOW``, so a symlink swapped
-in by a running container cannot make us read a host file into the layer.
+in by a running container cannot make us read a host file into the layer; a
+file the listing saw is looked at through ``O_PATH`` and opened only if it is
+still that regular inode, so a device node swapped in is never opened.  The
+walk keeps its stack on the heap and at most a few directory fds open
+(:mod:`pycontainerd._tree`), so depth costs memory -- per level of the current
+path, both listings of that directory -- never recursion or long paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pycontainerd import errdefs
+from pycontainerd._openat import open_regular
+from pycontainerd._tree import DirCursor, at, open_beneath
 from pycontainerd.archive import tar
 
 __all__ = ["write_diff", "write_tree"]
 
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CAPABILITY = "security.capability"
 _CHUNK = 1 << 20
 _TYPES = {
@@ -45,32 +52,12 @@ _TYPES = {
 }
 
 
-def _capability(dir_fd: int, name: str) -> bytes | None:
-    # No *at form of getxattr: read it through an O_PATH fd of the entry itself
-    # (the magic link leads to that inode only, never on through a symlink).
-    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+def _capability(path: str) -> bytes | None:
+    # follow_symlinks=False: the entry itself, never a symlink's target.
     try:
-        return os.getxattr(f"/proc/self/fd/{fd}", _CAPABILITY)
+        return os.getxattr(path, _CAPABILITY, follow_symlinks=False)
     except OSError:
         return None
-    finally:
-        os.close(fd)
-
-
-def _open_beneath(root_fd: int, rel: str) -> int:
-    """Open directory ``rel`` below ``root_fd`` following no symlink on the way."""
-    cur = root_fd
-    try:
-        for name in rel.split("/"):
-            nxt = os.open(name, _DIR_OPEN, dir_fd=cur)
-            if cur != root_fd:
-                os.close(cur)
-            cur = nxt
-    except BaseException:
-        if cur != root_fd:
-            os.close(cur)
-        raise
-    return cur
 
 
 def _listing(dir_fd: int) -> dict[str, os.stat_result]:
@@ -78,10 +65,23 @@ def _listing(dir_fd: int) -> dict[str, os.stat_result]:
         return {e.name: e.stat(follow_symlinks=False) for e in it}
 
 
-def _same_content(lfd: int, ufd: int, name: str) -> bool:
-    a = os.open(name, _FILE_OPEN, dir_fd=lfd)
+def _open_listed(dir_fd: int, name: str, st: os.stat_result, path: str) -> int:
+    """Open the regular file the listing saw as ``st``; a running container may
+    have swapped it since for a device node, a FIFO or a symlink."""
+    fd = open_regular(dir_fd, name, st)
+    if fd is None:
+        raise errdefs.FailedPrecondition(f"file {path!r} was replaced while its diff was written")
+    return fd
+
+
+def _same_content(lfd: int, ufd: int, name: str, ls: os.stat_result, us: os.stat_result) -> bool:
+    a = open_regular(lfd, name, ls)
+    if a is None:
+        return False  # replaced since listed: written whole, or refused there
     try:
-        b = os.open(name, _FILE_OPEN, dir_fd=ufd)
+        b = open_regular(ufd, name, us)
+        if b is None:
+            return False
         try:
             while True:
                 x, y = os.read(a, _CHUNK), os.read(b, _CHUNK)
@@ -106,7 +106,7 @@ def _same(lfd: int, ufd: int, name: str, ls: os.stat_result, us: os.stat_result)
         us.st_rdev,
     ):
         return False
-    if _capability(lfd, name) != _capability(ufd, name):
+    if _capability(at(lfd, name)) != _capability(at(ufd, name)):
         return False
     if stat.S_ISDIR(us.st_mode):
         return True
@@ -120,9 +120,29 @@ def _same(lfd: int, ufd: int, name: str, ls: os.stat_result, us: os.stat_result)
         if stat.S_ISLNK(us.st_mode):
             return os.readlink(name, dir_fd=lfd) == os.readlink(name, dir_fd=ufd)
         if stat.S_ISREG(us.st_mode):
-            return _same_content(lfd, ufd, name)
+            return _same_content(lfd, ufd, name, ls, us)
         return True
     return lns == uns
+
+
+def _header(path: str, kind: str, st: os.stat_result) -> tar.Header:
+    return tar.Header(
+        name=path + "/" if kind == tar.TYPE_DIR else path,
+        typeflag=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        size=st.st_size if kind == tar.TYPE_REG else 0,
+        mtime_ns=st.st_mtime_ns // 1_000_000_000 * 1_000_000_000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _DirMeta:
+    """What a directory's header needs, kept while the walk is inside it."""
+
+    stat: os.stat_result
+    capability: bytes | None
 
 
 class _ChangeWriter:
@@ -132,6 +152,20 @@ class _ChangeWriter:
         self.inode_src: dict[tuple[int, int], str] = {}
         self.inode_refs: dict[tuple[int, int], list[str]] = {}
         self.added_dirs: set[str] = set()
+        #: The directory the walk is in, and its ancestors' metadata, top first:
+        #: what a change below needs to write its unchanged parents.
+        self.here = ""
+        self.path_dirs: list[_DirMeta] = []
+
+    def enter(self, path: str, st: os.stat_result, fd: int) -> None:
+        """The walk went into directory ``path`` (open as ``fd``)."""
+        cap = None if path in self.added_dirs else _capability(f"/proc/self/fd/{fd}")
+        self.path_dirs.append(_DirMeta(st, cap))
+        self.here = path
+
+    def leave(self) -> None:
+        self.path_dirs.pop()
+        self.here = self.here.rpartition("/")[0]
 
     def whiteout(self, path: str) -> None:
         parent, _, base = path.rpartition("/")
@@ -143,20 +177,11 @@ class _ChangeWriter:
         self, dir_fd: int, path: str, name: str, st: os.stat_result, *, modified: bool
     ) -> None:
         """Write ``path`` (entry ``name`` in ``dir_fd``) if changed or linked to a change."""
-        fmt = stat.S_IFMT(st.st_mode)
-        kind = _TYPES.get(fmt)
+        kind = _TYPES.get(stat.S_IFMT(st.st_mode))
         if kind is None:
             return  # sockets (and anything stranger) are not layer content
         links: list[str] = []
-        hdr = tar.Header(
-            name=path + "/" if kind == tar.TYPE_DIR else path,
-            typeflag=kind,
-            mode=stat.S_IMODE(st.st_mode),
-            uid=st.st_uid,
-            gid=st.st_gid,
-            size=st.st_size if kind == tar.TYPE_REG else 0,
-            mtime_ns=st.st_mtime_ns // 1_000_000_000 * 1_000_000_000,
-        )
+        hdr = _header(path, kind, st)
         if kind != tar.TYPE_DIR and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             source = self.inode_src.get(key)
@@ -174,12 +199,12 @@ class _ChangeWriter:
             hdr.linkname = os.readlink(name, dir_fd=dir_fd)
         elif kind in (tar.TYPE_CHAR, tar.TYPE_BLOCK):
             hdr.devmajor, hdr.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        if kind != tar.TYPE_SYMLINK and (cap := _capability(dir_fd, name)) is not None:
+        if kind != tar.TYPE_SYMLINK and (cap := _capability(at(dir_fd, name))) is not None:
             hdr.xattrs[_CAPABILITY] = cap
         self._include_parents(path)
         self.tw.write_header(hdr)
         if hdr.typeflag == tar.TYPE_REG and hdr.size:
-            self._copy(dir_fd, name, path, hdr.size)
+            self._copy(dir_fd, name, path, st)
         for extra in links:
             self._include_parents(extra)
             self.tw.write_header(
@@ -196,8 +221,9 @@ class _ChangeWriter:
         if kind == tar.TYPE_DIR:
             self.added_dirs.add(path)
 
-    def _copy(self, dir_fd: int, name: str, path: str, size: int) -> None:
-        fd = os.open(name, _FILE_OPEN, dir_fd=dir_fd)
+    def _copy(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> None:
+        size = st.st_size
+        fd = _open_listed(dir_fd, name, st, path)
         try:
             left = size
             while left:
@@ -213,68 +239,116 @@ class _ChangeWriter:
         self.tw.pad(size)
 
     def _include_parents(self, path: str) -> None:
+        """Write the directories above ``path`` not yet written, top first."""
+        missing: list[str] = []
         parent = path.rpartition("/")[0]
-        if not parent or parent in self.added_dirs:
-            return
-        self.added_dirs.add(parent)
-        grand, _, base = parent.rpartition("/")
-        pfd = _open_beneath(self.upper_fd, grand) if grand else self.upper_fd
+        while parent and parent not in self.added_dirs:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for dir_path in reversed(missing):
+            meta = self._dir_meta(dir_path)
+            hdr = _header(dir_path, tar.TYPE_DIR, meta.stat)
+            if meta.capability is not None:
+                hdr.xattrs[_CAPABILITY] = meta.capability
+            self.tw.write_header(hdr)
+            self.added_dirs.add(dir_path)
+
+    def _dir_meta(self, path: str) -> _DirMeta:
+        depth = path.count("/") + 1
+        if depth <= len(self.path_dirs) and (
+            self.here == path or self.here.startswith(path + "/")
+        ):
+            return self.path_dirs[depth - 1]
+        # Off the walk's path: only a hardlink's earlier, unchanged name gets here.
+        *parents, base = path.split("/")
+        pfd = open_beneath(self.upper_fd, parents)
         try:
             st = os.lstat(base, dir_fd=pfd)
-            self.change(pfd, parent, base, st, modified=True)
+            if not stat.S_ISDIR(st.st_mode):
+                raise errdefs.FailedPrecondition(
+                    f"directory {path!r} was replaced while its diff was written"
+                )
+            return _DirMeta(st, _capability(at(pfd, base)))
         finally:
-            if grand:
-                os.close(pfd)
+            os.close(pfd)
 
 
 def _sorted(names: set[str]) -> list[str]:
-    return sorted(names, key=os.fsencode)
+    """Names in byte order, last first (the walk pops them)."""
+    return sorted(names, key=os.fsencode, reverse=True)
 
 
-def _walk(cw: _ChangeWriter, rel: str, lfd: int | None, ufd: int) -> None:
-    lower = _listing(lfd) if lfd is not None else {}
-    upper = _listing(ufd)
-    for name in _sorted(set(lower) | set(upper)):
-        path = f"{rel}/{name}" if rel else name
-        ls, us = lower.get(name), upper.get(name)
+@dataclass(slots=True)
+class _Frame:
+    """A directory the walk is in: both listings, and the names still to visit."""
+
+    lower: dict[str, os.stat_result] | None
+    upper: dict[str, os.stat_result]
+    todo: list[str]
+
+
+def _frame(lower: DirCursor | None, upper: DirCursor) -> _Frame:
+    lower_list = _listing(lower.fd) if lower is not None else None
+    upper_list = _listing(upper.fd)
+    return _Frame(lower_list, upper_list, _sorted(set(lower_list or ()) | set(upper_list)))
+
+
+def _walk(cw: _ChangeWriter, lower: DirCursor | None, upper: DirCursor) -> None:
+    """Both trees together, depth first, on the heap: no Python frame per level.
+
+    ``lower`` is in the same directory as ``upper`` while the lower tree has
+    it; below a directory only the upper tree has, it waits where it is.
+    """
+    frames = [_frame(lower, upper)]
+    while frames:
+        frame = frames[-1]
+        if not frame.todo:
+            frames.pop()
+            if frames:
+                upper.up()
+                if frame.lower is not None and lower is not None:
+                    lower.up()
+                cw.leave()
+            continue
+        name = frame.todo.pop()
+        path = f"{cw.here}/{name}" if cw.here else name
+        ls = frame.lower.get(name) if frame.lower is not None else None
+        us = frame.upper.get(name)
         if us is None:
             cw.whiteout(path)
             continue
-        if ls is None or lfd is None:
-            cw.change(ufd, path, name, us, modified=True)
+        lfd = lower.fd if lower is not None and frame.lower is not None else -1
+        if ls is None:
+            cw.change(upper.fd, path, name, us, modified=True)
         else:
             same = stat.S_IFMT(ls.st_mode) == stat.S_IFMT(us.st_mode) and _same(
-                lfd, ufd, name, ls, us
+                lfd, upper.fd, name, ls, us
             )
-            cw.change(ufd, path, name, us, modified=not same)
+            cw.change(upper.fd, path, name, us, modified=not same)
         if stat.S_ISDIR(us.st_mode):
-            lower_dir = lfd is not None and ls is not None and stat.S_ISDIR(ls.st_mode)
-            sub_upper = os.open(name, _DIR_OPEN, dir_fd=ufd)
+            both = ls is not None and stat.S_ISDIR(ls.st_mode)
+            upper.down(name)
             try:
-                sub_lower = os.open(name, _DIR_OPEN, dir_fd=lfd) if lower_dir else None
+                if both and lower is not None:
+                    lower.down(name)
             except BaseException:
-                os.close(sub_upper)
+                upper.up()
                 raise
-            try:
-                _walk(cw, path, sub_lower, sub_upper)
-            finally:
-                os.close(sub_upper)
-                if sub_lower is not None:
-                    os.close(sub_lower)
+            cw.enter(path, us, upper.fd)
+            frames.append(_frame(lower if both else None, upper))
 
 
 def write_diff(lower: str | Path | None, upper: str | Path, out: BinaryIO) -> None:
     """Write to ``out`` an uncompressed OCI layer that turns ``lower`` into ``upper``."""
-    ufd = os.open(upper, _DIR_OPEN)
-    lfd = os.open(lower, _DIR_OPEN) if lower is not None else None
-    try:
-        cw = _ChangeWriter(ufd, out)
-        _walk(cw, "", lfd, ufd)
+    with contextlib.ExitStack() as stack:
+        upper_cursor = stack.enter_context(DirCursor(upper))
+        lower_cursor = stack.enter_context(DirCursor(lower)) if lower is not None else None
+        # The cursor may close its top fd deep in the tree; off-path lookups need it.
+        upper_fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_cursor.fd)
+        stack.callback(os.close, upper_fd)
+        cw = _ChangeWriter(upper_fd, out)
+        _walk(cw, lower_cursor, upper_cursor)
         cw.tw.close()
-    finally:
-        os.close(ufd)
-        if lfd is not None:
-            os.close(lfd)
 
 
 def write_tree(root: str | Path, out: BinaryIO) -> None:

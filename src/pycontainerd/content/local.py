@@ -30,7 +30,6 @@ import hashlib
 import logging
 import os
 import random
-import shutil
 import stat
 import threading
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pycontainerd import errdefs, filters, plugin
+from pycontainerd._tree import remove_tree
 from pycontainerd.content import (
     MAX_REF_LENGTH,
     Info,
@@ -111,6 +111,12 @@ class MemoryLabelStore:
 
 # --------------------------------------------------------------------------
 # Small file helpers (run in threads)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove an ingest directory; what stays is only disk, never a wrong answer."""
+    with contextlib.suppress(OSError):
+        remove_tree(path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -312,7 +318,7 @@ class _Writer:
             target = self._store.blob_path(dgst)
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
-                shutil.rmtree(self._path, ignore_errors=True)
+                _remove_quietly(self._path)
                 raise errdefs.AlreadyExists(f"content {dgst}")
             os.rename(self._path / "data", target)
             _fsync_dir(target.parent)
@@ -320,7 +326,7 @@ class _Writer:
             with_perm = stat.S_IMODE(os.stat(target).st_mode) & ~0o333
             os.chmod(target, with_perm)
             os.utime(target)
-            shutil.rmtree(self._path, ignore_errors=True)
+            _remove_quietly(self._path)
             return dgst
 
     async def commit(
@@ -625,7 +631,7 @@ class LocalStore:
         path = self.ingest_path(ref)
         if not path.is_dir():
             raise errdefs.NotFound(f"ingest ref {q(ref)}")
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_quietly(path)
 
     async def abort(self, ref: str) -> None:
         _validate_ref(ref)

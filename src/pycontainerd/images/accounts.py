@@ -17,6 +17,8 @@ import os
 import stat
 from pathlib import Path
 
+from pycontainerd._openat import open_regular
+
 __all__ = ["MAX_ACCOUNTS_FILE", "read_accounts", "read_in_root"]
 
 log = logging.getLogger("pycontainerd.images")
@@ -84,16 +86,13 @@ def read_in_root(root: str | Path, path: str, limit: int = MAX_ACCOUNTS_FILE) ->
             return None
         if not parts:
             return None
-        rel = "/".join(parts)
         # Never open a device or FIFO of the image: opening alone can act.
-        if not stat.S_ISREG(os.lstat(rel, dir_fd=root_fd).st_mode):
+        # O_PATH first, then only the regular inode it names is opened.
+        fd = open_regular(root_fd, "/".join(parts))
+        if fd is None:
             log.warning("image file %s is not a regular file; treated as absent", path)
             return None
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(rel, flags, dir_fd=root_fd)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
-                return None
             data = bytearray()
             while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
                 data += chunk

@@ -1,6 +1,7 @@
 """Filesystem work the local snapshotters share: usage, tree copies, probes.
 
-All of it blocks; snapshotters call it from a worker thread.
+All of it blocks; snapshotters call it from a worker thread.  Trees are
+walked with :mod:`pycontainerd._tree` (iterative, fd-based; its bounds apply).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import stat
 from pathlib import Path
 
 from pycontainerd import errdefs
+from pycontainerd._openat import open_regular
+from pycontainerd._tree import DirCursor, at, open_beneath, walk
 from pycontainerd.snapshots import Usage
 
 __all__ = ["copy_tree", "disk_usage", "supports_d_type"]
@@ -29,31 +32,18 @@ def disk_usage(root: Path) -> Usage:
     """Space and inodes under ``root`` (itself included), as containerd counts them.
 
     Size is allocated blocks (``st_blocks * 512``), not apparent length, and
-    a hard-linked inode counts once, however many names it has.
+    a hard-linked inode counts once, however many names it has.  The walk is
+    :func:`pycontainerd._tree.walk`: iterative, fd-based, any depth.
     """
-    seen: set[tuple[int, int]] = set()
-    size = 0
-    stack = [os.fspath(root)]
-    st = os.lstat(stack[0])
-    seen.add((st.st_dev, st.st_ino))
-    size += st.st_blocks * 512
-    while stack:
-        path = stack.pop()
-        try:
-            entries = list(os.scandir(path))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            try:
-                est = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            ident = (est.st_dev, est.st_ino)
-            if ident not in seen:
-                seen.add(ident)
-                size += est.st_blocks * 512
-            if stat.S_ISDIR(est.st_mode):
-                stack.append(entry.path)
+    st = os.lstat(root)
+    seen = {(st.st_dev, st.st_ino)}
+    size = st.st_blocks * 512
+    for visit in walk(root):
+        est = visit.stat
+        ident = (est.st_dev, est.st_ino)
+        if not visit.leaving and ident not in seen:
+            seen.add(ident)
+            size += est.st_blocks * 512
     return Usage(size=size, inodes=len(seen))
 
 
@@ -109,6 +99,7 @@ def _readdir_types(path: Path) -> dict[str, int]:
 
 
 def _copy_xattrs(src: str, dst: str) -> None:
+    """Copy xattrs between two paths of :func:`~pycontainerd._tree.at` (never followed)."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError as exc:
@@ -125,43 +116,59 @@ def _copy_xattrs(src: str, dst: str) -> None:
                 raise
 
 
-def _copy_data(src: str, dst: str, size: int, *, reflink: bool) -> bool:
-    """Copy a regular file's bytes: a reflink when possible, else in the kernel.
+def _copy_data(src: int, dst: int, size: int, *, reflink: bool) -> bool:
+    """Copy a regular file's bytes (open fds): a reflink when possible, else in the kernel.
 
     Returns whether reflinks are still worth trying (False once the
     filesystem has said it does not do them).
     """
-    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    if reflink:
         try:
-            if reflink:
-                try:
-                    fcntl.ioctl(dfd, FICLONE, sfd)
-                    return True
-                except OSError as exc:
-                    if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL):
-                        reflink = False
-            left = size
-            while left > 0:
-                n = os.copy_file_range(sfd, dfd, min(left, _COPY_CHUNK))
-                if n == 0:
-                    break
-                left -= n
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
+            fcntl.ioctl(dst, FICLONE, src)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL):
+                reflink = False
+    left = size
+    while left > 0:
+        n = os.copy_file_range(src, dst, min(left, _COPY_CHUNK))
+        if n == 0:
+            break
+        left -= n
     return reflink
 
 
-def _copy_meta(src: str, dst: str, st: os.stat_result) -> None:
+def _copy_file(src_dir: int, dst_dir: int, name: str, st: os.stat_result, *, reflink: bool) -> bool:
+    src = open_regular(src_dir, name, st)
+    if src is None:
+        raise errdefs.FailedPrecondition(f"copy source {name!r} changed while it was copied")
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        dst = os.open(name, flags, 0o600, dir_fd=dst_dir)
+        try:
+            return _copy_data(src, dst, st.st_size, reflink=reflink)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _copy_meta(src_dir: int, src: str, dst_dir: int, dst: str, st: os.stat_result) -> None:
     """Owner, then mode (chown clears set-id bits), xattrs, then times."""
-    os.lchown(dst, st.st_uid, st.st_gid)
+    os.chown(dst, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-    _copy_xattrs(src, dst)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        os.chmod(dst, stat.S_IMODE(st.st_mode), dir_fd=dst_dir)
+    _copy_xattrs(at(src_dir, src), at(dst_dir, dst))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
+
+
+def _link_to_first(dst_root: int, first: str, dst_dir: int, name: str) -> None:
+    *parents, base = first.split("/")
+    pfd = open_beneath(dst_root, parents)
+    try:
+        os.link(base, name, src_dir_fd=pfd, dst_dir_fd=dst_dir, follow_symlinks=False)
+    finally:
+        os.close(pfd)
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -170,45 +177,50 @@ def copy_tree(src: Path, dst: Path) -> None:
     Keeps modes, owners, times, xattrs, hard links, symlinks (never
     followed), devices and fifos; regular files are reflinked when the
     filesystem can, otherwise copied in the kernel (``copy_file_range``).
+    Both trees are walked through directory fds (:mod:`pycontainerd._tree`),
+    so any depth copies; a directory's metadata is set once its contents
+    are in, so adding them does not move its times.
     """
-    links: dict[tuple[int, int], str] = {}
+    links: dict[tuple[int, int], str] = {}  # inode -> its first copy, below dst
     reflink = True  # until the filesystem says it cannot
-    dirs: list[tuple[str, str, os.stat_result]] = []
     root_st = os.lstat(src)
     if not stat.S_ISDIR(root_st.st_mode):
         raise errdefs.InvalidArgument(f"copy source {src} is not a directory")
-    dirs.append((os.fspath(src), os.fspath(dst), root_st))
-    stack = [(os.fspath(src), os.fspath(dst))]
-    while stack:
-        sdir, ddir = stack.pop()
-        for entry in os.scandir(sdir):
-            s = entry.path
-            d = os.path.join(ddir, entry.name)
-            st = entry.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                os.mkdir(d, 0o700)
-                dirs.append((s, d, st))
-                stack.append((s, d))
-                continue
-            if stat.S_ISSOCK(mode):  # a socket means nothing without its listener
-                log.debug("not copying socket", extra={"path": s})
-                continue
-            if st.st_nlink > 1:
-                first = links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    os.link(first, d, follow_symlinks=False)
+    with DirCursor(dst) as out:
+        dst_root = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=out.fd)
+        try:
+            for visit in walk(src):
+                st, name = visit.stat, visit.name
+                if visit.leaving:
+                    out.up()
+                    _copy_meta(visit.dir_fd, name, out.fd, name, st)
                     continue
-                links[(st.st_dev, st.st_ino)] = d
-            if stat.S_ISREG(mode):
-                reflink = _copy_data(s, d, st.st_size, reflink=reflink)
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(s), d)
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-                os.mknod(d, mode, st.st_rdev)
-            else:
-                raise errdefs.InvalidArgument(f"cannot copy {s}: unknown file type {mode:o}")
-            _copy_meta(s, d, st)
-    # Directories last, deepest first, so adding entries does not move their times.
-    for s, d, st in reversed(dirs):
-        _copy_meta(s, d, st)
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    os.mkdir(name, 0o700, dir_fd=out.fd)
+                    out.down(name)
+                    continue
+                if stat.S_ISSOCK(mode):  # a socket means nothing without its listener
+                    log.debug("not copying socket", extra={"path": visit.path})
+                    continue
+                if st.st_nlink > 1:
+                    first = links.get((st.st_dev, st.st_ino))
+                    if first is not None:
+                        _link_to_first(dst_root, first, out.fd, name)
+                        continue
+                    links[(st.st_dev, st.st_ino)] = visit.path
+                if stat.S_ISREG(mode):
+                    reflink = _copy_file(visit.dir_fd, out.fd, name, st, reflink=reflink)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(os.readlink(name, dir_fd=visit.dir_fd), name, dir_fd=out.fd)
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                    os.mknod(name, mode, st.st_rdev, dir_fd=out.fd)
+                else:
+                    raise errdefs.InvalidArgument(
+                        f"cannot copy {visit.path}: unknown file type {mode:o}"
+                    )
+                _copy_meta(visit.dir_fd, name, out.fd, name, st)
+        finally:
+            os.close(dst_root)
+        with DirCursor(src) as top:
+            _copy_meta(top.fd, ".", out.fd, ".", root_st)

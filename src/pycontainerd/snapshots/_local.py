@@ -23,13 +23,13 @@ import errno
 import logging
 import os
 import platform
-import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pycontainerd import errdefs
+from pycontainerd._tree import remove_tree
 from pycontainerd.mount import Mount
 from pycontainerd.snapshots import Info, Kind, Usage
 from pycontainerd.snapshots._fs import disk_usage
@@ -179,7 +179,7 @@ class LocalSnapshotter(ABC):
         except BaseException:
             for leftover in (tmp, final):
                 if leftover is not None:
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    _remove_logged(leftover)  # what stays, cleanup() retries
             raise
         return self._mounts(snap)
 
@@ -210,7 +210,10 @@ class LocalSnapshotter(ABC):
 
     def _remove(self, key: str) -> None:
         path = renamed = None
-        with self.ms.transaction(writable=True) as tx:
+        with (
+            _typed_os_errors(f"failed to remove snapshot {key}"),
+            self.ms.transaction(writable=True) as tx,
+        ):
             sid, _ = tx.remove(key)
             path = self.snapshot_dir(sid)
             renamed = self.snapshots_dir / f"rm-{sid}"
@@ -219,21 +222,27 @@ class LocalSnapshotter(ABC):
             except FileNotFoundError:  # a view that shares its parent's directory
                 renamed = None
         if renamed is not None:
-            try:
-                shutil.rmtree(renamed)
-            except OSError as exc:  # cleanup() retries it
-                log.warning("failed to remove snapshot directory %s: %s", renamed, exc)
+            _remove_logged(renamed)  # the row is gone: what stays, cleanup() retries
 
     def _cleanup(self) -> None:
         # A write transaction: no snapshot is created while the listing is taken.
         with self.ms.transaction(writable=True) as tx:
             known = tx.id_map()
-            stale = [e.path for e in os.scandir(self.snapshots_dir) if e.name not in known]
-        for path in stale:
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-            except OSError as exc:
-                log.warning("failed to remove %s: %s", path, exc)
+            with os.scandir(self.snapshots_dir) as entries:
+                stale = [e.name for e in entries if e.name not in known]
+        for name in stale:
+            _remove_logged(self.snapshots_dir / name)
+
+
+def _remove_logged(path: Path) -> None:
+    """Remove ``path`` and all below it; log what stays instead of raising.
+
+    Cleanup is best effort and goes entry by entry: whatever one entry
+    raises, the next one is still removed.
+    """
+    try:
+        remove_tree(path)
+    except Exception as exc:
+        log.warning(
+            "failed to remove snapshot directory", extra={"path": str(path), "error": str(exc)}
+        )

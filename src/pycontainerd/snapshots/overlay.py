@@ -22,12 +22,12 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pycontainerd import plugin
+from pycontainerd._tree import remove_tree
 from pycontainerd.mount import Mount, mount_all, unmount_all
 from pycontainerd.snapshots import Info, Kind
 from pycontainerd.snapshots._fs import supports_d_type
@@ -146,7 +146,7 @@ def check_supported(root: Path) -> None:
         unmount_all(probe / "merged")
     finally:
         with contextlib.suppress(OSError):
-            shutil.rmtree(probe)
+            remove_tree(probe)
 
 
 def _init(ctx: plugin.InitContext) -> OverlaySnapshotter:

@@ -1,4 +1,7 @@
-"""``openat2(2)`` through ctypes: resolve a path with the kernel keeping it inside a root.
+"""Opening safely: ``openat2(2)`` inside a root, and regular files checked before they are opened.
+
+``openat2(2)`` is reached through ctypes: it resolves a path with the kernel
+keeping it inside a root.
 
 ``RESOLVE_IN_ROOT`` makes the kernel treat the directory fd as ``/`` for the
 whole lookup: ``..`` stops there and absolute symlink targets restart there,
@@ -6,6 +9,10 @@ the same scoping containerd's ``fs.RootPath`` does in user space, but done
 atomically by the kernel.  ``RESOLVE_NO_MAGICLINKS`` refuses ``/proc``-style
 links that could jump anywhere.  When the syscall is missing (old kernel,
 seccomp) :data:`AVAILABLE` is false and callers walk components themselves.
+
+It sits at the package top, importing nothing of ours, so the layer applier
+(``archive``), the mounter (``mount``) and the image account reader
+(``images.accounts``) share it without importing each other.
 """
 
 from __future__ import annotations
@@ -14,8 +21,16 @@ import ctypes
 import errno
 import os
 import platform
+import stat
 
-__all__ = ["AVAILABLE", "RESOLVE_IN_ROOT", "RESOLVE_NO_MAGICLINKS", "openat2"]
+__all__ = [
+    "AVAILABLE",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "open_regular",
+    "openat2",
+    "reopen_regular",
+]
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -70,3 +85,29 @@ def _probe() -> bool:
 
 #: Whether this kernel (and seccomp profile) lets us use openat2.
 AVAILABLE = _probe()
+
+
+def reopen_regular(path_fd: int, expect: os.stat_result | None = None) -> int | None:
+    """An ``O_RDONLY`` fd on the inode the ``O_PATH`` fd ``path_fd`` names.
+
+    None when that inode is not a regular file, or not ``expect``'s.  An
+    ``O_PATH`` open never opens the inode itself, so a device node or FIFO
+    planted where a file was expected is looked at (``fstat``) and never
+    opened: opening some devices acts (a tape rewinds, a FIFO blocks).  The
+    reopen goes through the fd's magic link, which reaches that inode only.
+    """
+    st = os.fstat(path_fd)
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+        return None
+    return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def open_regular(dir_fd: int, name: str, expect: os.stat_result | None = None) -> int | None:
+    """:func:`reopen_regular` for entry ``name`` of ``dir_fd``, never following a symlink."""
+    path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return reopen_regular(path_fd, expect)
+    finally:
+        os.close(path_fd)
