@@ -6,6 +6,12 @@ daemon never mounts a snapshot for a client; the client (or the diff
 service, while applying a layer) does, with :func:`mount_all` and
 :func:`unmount`.  Kept at the package top level because the snapshotters,
 the diff service and the client all speak it.
+
+A mount's target is never joined to the mount root as text: it is resolved
+inside the root by the kernel (``openat2`` with ``RESOLVE_IN_ROOT``) and the
+mount made on the resulting fd (``/proc/self/fd/N``), so a symlink in an
+earlier mount's content cannot send a later mount out of the root; what
+:func:`temp_mount` mounted it takes away through fds it kept, not paths.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import contextlib
 import ctypes
 import errno
 import os
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pycontainerd import errdefs
+from pycontainerd import _openat, errdefs
+from pycontainerd._tree import open_beneath
 
 __all__ = [
     "Mount",
@@ -117,6 +125,7 @@ _PROPAGATION: dict[str, int] = {
 }
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_RESOLVE = _openat.RESOLVE_IN_ROOT | _openat.RESOLVE_NO_MAGICLINKS
 _LOWERDIR = "lowerdir="
 _UPPERDIR = "upperdir="
 _WORKDIR = "workdir="
@@ -143,7 +152,7 @@ def _error(err: int, what: str) -> errdefs.ContainerdError:
         return errdefs.PermissionDenied(msg)
     if err == errno.EBUSY:
         return errdefs.FailedPrecondition(msg)
-    if err in (errno.EINVAL, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENODEV):
+    if err in (errno.EINVAL, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ENODEV, errno.ELOOP):
         return errdefs.InvalidArgument(msg)
     return errdefs.Unknown(msg)
 
@@ -217,7 +226,12 @@ def _short_lowerdirs(data: list[str]) -> Iterator[str]:
             os.close(fd)
 
 
-def _mount_one(m: Mount, target: str) -> None:
+def _mount_one(m: Mount, where: int, target: str) -> int:
+    """Mount ``m`` on the O_PATH fd ``where`` (the resolved ``target`` in ``root``).
+
+    Returns an O_PATH fd on the new mount's root, for what follows the first
+    mount(2) call and for undoing it.
+    """
     flags, propagation, data = _parse_options(m.options)
     fstype = m.type
     if fstype == "bind":
@@ -228,38 +242,129 @@ def _mount_one(m: Mount, target: str) -> None:
         else contextlib.nullcontext(",".join(data)) as text
     ):
         if not flags & MS_REMOUNT or text:
-            _sys_mount(m.source, target, fstype, flags, text)
-    if propagation:
-        _sys_mount("", target, "", propagation, "")
-    # A bind mount ignores MS_RDONLY until it is remounted read-only.
-    if flags & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
-        _sys_mount("", target, "", flags | MS_REMOUNT, "")
+            _sys_mount(m.source, _proc_fd(where), fstype, flags, text)
+    # ``where`` still names the directory underneath: look the target up
+    # again, which now crosses into the new mount.
+    mounted = _resolve(target, m.target)
+    try:
+        if propagation:
+            _sys_mount("", _proc_fd(mounted), "", propagation, "")
+        # A bind mount ignores MS_RDONLY until it is remounted read-only.
+        if flags & (MS_BIND | MS_RDONLY) == MS_BIND | MS_RDONLY:
+            _sys_mount("", _proc_fd(mounted), "", flags | MS_REMOUNT, "")
+    except BaseException:
+        _detach(mounted)
+        raise
+    return mounted
 
 
-def _sub_target(target: Path, sub: str) -> Path:
-    if not sub:
-        return target
-    parts = Path(sub).parts
+def _proc_fd(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _sub_parts(sub: str) -> list[str]:
+    """A mount target's components below the root; ``..`` is refused outright."""
+    parts = [p for p in sub.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise errdefs.InvalidArgument(f"mount target {sub!r} escapes the mount root")
-    rel = Path(*(p for p in parts if p != "/")) if parts else Path()
-    return target / rel
+    return parts
+
+
+def _resolve(target: str, sub: str) -> int:
+    """An O_PATH fd on ``sub`` inside ``target``, resolved as if ``target`` were ``/``.
+
+    A symlink on the way (an earlier mount's content may plant one) is
+    followed only inside the root, by the kernel (openat2 RESOLVE_IN_ROOT);
+    without openat2 a symlink on the way is refused.  ``target`` is opened
+    anew each time, so the lookup sees the mounts made so far.
+    """
+    parts = _sub_parts(sub)
+    flags = os.O_PATH | os.O_CLOEXEC
+    try:
+        root = os.open(target, flags | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _error(exc.errno or errno.EIO, f"mount target {target}") from exc
+    try:
+        if not parts:
+            return os.dup(root)
+        if _openat.AVAILABLE:
+            return _openat.openat2(root, "/".join(parts), flags, _RESOLVE)
+        return _open_no_symlinks(root, parts)
+    except OSError as exc:
+        raise _error(exc.errno or errno.EIO, f"mount target {sub!r} in {target}") from exc
+    finally:
+        os.close(root)
+
+
+def _open_no_symlinks(root: int, parts: list[str]) -> int:
+    """Without openat2: an O_PATH fd on ``parts`` below ``root``; ELOOP at any symlink."""
+    parent = open_beneath(root, parts[:-1])
+    try:
+        fd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), "/".join(parts))
+    return fd
+
+
+def _detach(fd: int) -> None:
+    """Lazily unmount the mount whose root ``fd`` holds, then let go of it.
+
+    Lazy, because the fd itself keeps the mount busy; once it is closed
+    nothing of ours holds the mount, and it is gone from every path at once.
+    """
+    try:
+        if _libc.umount2(os.fsencode(_proc_fd(fd)), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise _error(err, f"unmount {os.readlink(_proc_fd(fd))}")
+    finally:
+        os.close(fd)
+
+
+def _detach_all(fds: Sequence[int]) -> None:
+    """Detach the mounts of ``fds``, the last mounted first, and close every fd."""
+    first: errdefs.ContainerdError | None = None
+    for fd in reversed(fds):
+        try:
+            _detach(fd)
+        except errdefs.ContainerdError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def _mount_fds(mounts: Sequence[Mount], target: str | Path) -> list[int]:
+    """Mount ``mounts`` on ``target`` in order; O_PATH fds on the mounts' roots.
+
+    If one fails, those already made are unmounted and its error raised.
+    """
+    root = os.fspath(target)
+    done: list[int] = []
+    try:
+        for m in mounts:
+            where = _resolve(root, m.target)
+            try:
+                done.append(_mount_one(m, where, root))
+            finally:
+                os.close(where)
+    except BaseException:
+        with contextlib.suppress(errdefs.ContainerdError):
+            _detach_all(done)
+        raise
+    return done
 
 
 def mount_all(mounts: Sequence[Mount], target: str | Path) -> None:
-    """Mount each of ``mounts`` on ``target`` in order (undone if one fails)."""
-    root = Path(target)
-    done: list[Path] = []
-    try:
-        for m in mounts:
-            where = _sub_target(root, m.target)
-            _mount_one(m, os.fspath(where))
-            done.append(where)
-    except BaseException:
-        for where in reversed(done):
-            with contextlib.suppress(errdefs.ContainerdError):
-                unmount(where, MNT_DETACH)
-        raise
+    """Mount each of ``mounts`` on ``target`` in order (undone if one fails).
+
+    A mount's ``target`` is looked up inside ``target`` as if that were
+    ``/``: a symlink met on the way, even one an earlier mount brought, never
+    leads out of it.
+    """
+    for fd in _mount_fds(mounts, target):
+        os.close(fd)
 
 
 def unmount(target: str | Path, flags: int = 0) -> None:
@@ -348,22 +453,23 @@ def temp_mount(
 ) -> Iterator[Path]:
     """Mount ``mounts`` on a fresh directory for the duration of the block.
 
-    The directory is always unmounted and removed afterwards; it is removed
-    with ``rmdir`` only, so a mount that would not go away is never deleted
-    through.  No process-wide state changes, so threads may use it at once.
+    The mounts are always taken away afterwards (lazily: a process still
+    using one keeps it until it lets go, but no path reaches it any more) and
+    the directory is removed with ``rmdir`` only, so nothing is ever deleted
+    through a mount.  No process-wide state changes, so threads may use it
+    at once.
     """
     base = Path(root) if root is not None else Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = Path(tempfile.mkdtemp(prefix="pycontainerd-mount-", dir=base))
     try:
-        mount_all(read_only(mounts) if readonly else mounts, target)
+        mounted = _mount_fds(read_only(mounts) if readonly else mounts, target)
         try:
             yield target
         finally:
-            # Nested mounts first (the last mounted first), then the root.
-            for sub in reversed([m.target for m in mounts if m.target]):
-                unmount_all(_sub_target(target, sub), UMOUNT_NOFOLLOW)
-            unmount_all(target, UMOUNT_NOFOLLOW)
+            # Through the fds taken when mounting, never by joining the
+            # targets again: their symlinks may have changed since.
+            _detach_all(mounted)
     finally:
         # Still busy or not empty: leave it rather than delete through it.
         with contextlib.suppress(OSError):

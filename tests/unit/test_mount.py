@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,26 @@ pytestmark = pytest.mark.unit
 Call = tuple[str, str, str, int, str]
 
 
+def _real(target: str) -> str:
+    """Where a mount call aimed: targets are fds resolved inside the root."""
+    return os.readlink(target) if target.startswith("/proc/self/fd/") else target
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> str:
+    (tmp_path / "mnt/proc/x").mkdir(parents=True)
+    return str(tmp_path / "mnt")
+
+
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     seen: list[Call] = []
 
     def fake(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-        seen.append((source, target, fstype, flags, data))
+        seen.append((source, _real(target), fstype, flags, data))
 
     monkeypatch.setattr(ml, "_sys_mount", fake)
+    monkeypatch.setattr(ml, "_detach", os.close)  # nothing was really mounted
     return seen
 
 
@@ -36,53 +49,71 @@ def test_options_split_into_flags_propagation_and_data() -> None:
     assert data == ["index=off", "lowerdir=/a:/b"]
 
 
-def test_read_only_bind_is_remounted(calls: list[Call]) -> None:
-    ml.mount_all([Mount("bind", "/src", ("ro", "rbind"))], "/mnt")
+def test_read_only_bind_is_remounted(calls: list[Call], mnt: str) -> None:
+    ml.mount_all([Mount("bind", "/src", ("ro", "rbind"))], mnt)
     first = ml.MS_RDONLY | ml.MS_BIND | ml.MS_REC
     assert calls == [
-        ("/src", "/mnt", "bind", first, ""),
-        ("", "/mnt", "", first | ml.MS_REMOUNT, ""),
+        ("/src", mnt, "bind", first, ""),
+        ("", mnt, "", first | ml.MS_REMOUNT, ""),
     ]
 
 
-def test_rw_bind_and_overlay_take_one_call(calls: list[Call]) -> None:
-    ml.mount_all([Mount("bind", "/src", ("rw", "rbind"))], "/mnt")
+def test_rw_bind_and_overlay_take_one_call(calls: list[Call], mnt: str) -> None:
+    ml.mount_all([Mount("bind", "/src", ("rw", "rbind"))], mnt)
     opts = ("index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l1:/l2")
-    ml.mount_all([Mount("overlay", "overlay", opts)], "/mnt")
+    ml.mount_all([Mount("overlay", "overlay", opts)], mnt)
     assert calls == [
-        ("/src", "/mnt", "bind", ml.MS_BIND | ml.MS_REC, ""),
-        ("overlay", "/mnt", "overlay", 0, ",".join(opts)),
+        ("/src", mnt, "bind", ml.MS_BIND | ml.MS_REC, ""),
+        ("overlay", mnt, "overlay", 0, ",".join(opts)),
     ]
 
 
-def test_propagation_is_a_second_call(calls: list[Call]) -> None:
-    ml.mount_all([Mount("tmpfs", "tmpfs", ("nodev", "rslave", "size=1m"))], "/mnt")
+def test_propagation_is_a_second_call(calls: list[Call], mnt: str) -> None:
+    ml.mount_all([Mount("tmpfs", "tmpfs", ("nodev", "rslave", "size=1m"))], mnt)
     assert calls == [
-        ("tmpfs", "/mnt", "tmpfs", ml.MS_NODEV, "size=1m"),
-        ("", "/mnt", "", ml.MS_SLAVE | ml.MS_REC, ""),
+        ("tmpfs", mnt, "tmpfs", ml.MS_NODEV, "size=1m"),
+        ("", mnt, "", ml.MS_SLAVE | ml.MS_REC, ""),
     ]
 
 
-def test_sub_targets_stay_under_the_root(calls: list[Call]) -> None:
-    ml.mount_all([Mount("bind", "/a", ("rbind",), target="/proc/x")], "/mnt")
-    assert calls[0][1] == "/mnt/proc/x"
+def test_sub_targets_stay_under_the_root(calls: list[Call], mnt: str) -> None:
+    ml.mount_all([Mount("bind", "/a", ("rbind",), target="/proc/x")], mnt)
+    assert calls[0][1] == f"{mnt}/proc/x"
     with pytest.raises(errdefs.InvalidArgument, match="escapes"):
-        ml.mount_all([Mount("bind", "/a", ("rbind",), target="../etc")], "/mnt")
+        ml.mount_all([Mount("bind", "/a", ("rbind",), target="../etc")], mnt)
 
 
-def test_failed_mount_undoes_earlier_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_symlinked_sub_target_is_resolved_inside_the_root(
+    calls: list[Call], mnt: str, tmp_path: Path
+) -> None:
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", f"{mnt}/escape")
+    os.symlink("../../..", f"{mnt}/proc/up")
+    ml.mount_all([Mount("bind", "/a", ("rbind",), target="proc/up/proc/x")], mnt)
+    assert calls == [("/a", f"{mnt}/proc/x", "bind", ml.MS_BIND | ml.MS_REC, "")]
+    with pytest.raises(errdefs.NotFound):  # <root>/<tmp_path>/outside: not there
+        ml.mount_all([Mount("bind", "/a", ("rbind",), target="escape")], mnt)
+    assert len(calls) == 1
+
+
+def test_failed_mount_undoes_earlier_ones(monkeypatch: pytest.MonkeyPatch, mnt: str) -> None:
     undone: list[str] = []
 
     def fake(source: str, target: str, fstype: str, flags: int, data: str) -> None:
         if source == "/bad":
             raise errdefs.NotFound("mount /bad: No such file or directory")
 
+    def detach(fd: int) -> None:
+        undone.append(_real(f"/proc/self/fd/{fd}"))
+        os.close(fd)
+
     monkeypatch.setattr(ml, "_sys_mount", fake)
-    monkeypatch.setattr(ml, "unmount", lambda target, flags=0: undone.append(str(target)))
+    monkeypatch.setattr(ml, "_detach", detach)
+    os.mkdir(f"{mnt}/sub")
     mounts = [Mount("bind", "/ok", ("rbind",)), Mount("bind", "/bad", ("rbind",), target="sub")]
     with pytest.raises(errdefs.NotFound):
-        ml.mount_all(mounts, "/mnt")
-    assert undone == ["/mnt"]
+        ml.mount_all(mounts, mnt)
+    assert undone == [mnt]
 
 
 def test_long_lowerdir_lists_use_fd_paths(tmp_path: Path) -> None:
