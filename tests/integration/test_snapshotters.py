@@ -201,6 +201,21 @@ def test_cleanup_removes_only_orphans(sn: LocalSnapshotter) -> None:
     assert sorted(os.listdir(sn.snapshots_dir)) == ["1", "2", "3"]
 
 
+def test_an_id_handed_out_again_after_a_crash_gets_a_fresh_directory(
+    sn: LocalSnapshotter,
+) -> None:
+    # A create that crashed before its commit rolled back its id (1) but
+    # left its directory; the next create takes that id again.
+    stale = sn.snapshots_dir / "1"
+    (stale / "fs").mkdir(parents=True)
+    (stale / "fs" / "leftover").write_text("from the crashed create")
+    mounts = run(sn.prepare("a", ""))
+    assert _id_of(sn, "a") == "1"
+    with ml.temp_mount(mounts) as root:
+        assert os.listdir(root) == []
+    assert sorted(os.listdir(sn.snapshots_dir)) == ["1"]
+
+
 def test_failed_prepare_leaves_no_row_and_no_directory(
     sn: LocalSnapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

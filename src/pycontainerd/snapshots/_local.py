@@ -174,6 +174,7 @@ class LocalSnapshotter(ABC):
                     tmp = Path(tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir))
                     self._fill_dir(tmp, kind, snap)
                     final = self.snapshot_dir(snap.id)
+                    self._set_aside_stale(final)
                     os.rename(tmp, final)
                     tmp = None
         except BaseException:
@@ -182,6 +183,21 @@ class LocalSnapshotter(ABC):
                     _remove_logged(leftover)  # what stays, cleanup() retries
             raise
         return self._mounts(snap)
+
+    def _set_aside_stale(self, path: Path) -> None:
+        """Remove what a rolled-back create left at ``path``.
+
+        Called inside the write transaction that just took ``path``'s id: no
+        committed row can own it (see the metastore's docstring), so it is
+        a crash leftover, not another snapshot's directory.
+        """
+        aside = self.snapshots_dir / f"rm-stale-{path.name}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        log.warning("removing a directory left by a rolled-back create", extra={"path": str(path)})
+        _remove_logged(aside)
 
     def _active_id(self, tx: Transaction, key: str) -> str | None:
         try:

@@ -3,8 +3,12 @@
 One SQLite file (``metadata.db`` in the snapshotter's root) records every
 snapshot, as containerd's ``snapshots/storage`` does in bolt.  A snapshot's
 numeric id names its directory (``snapshots/<id>``): keys are client
-strings and never become paths.  Ids are never reused (AUTOINCREMENT), so a
-directory left behind by a crash can never be mistaken for a new snapshot's.
+strings and never become paths.  AUTOINCREMENT never hands out the id of a
+committed row again, even a deleted one; but the id a rolled-back
+transaction took (a create that failed, or a crash before its commit) is
+handed out again, and such a create may have left its directory behind.
+No row owns that directory, so the snapshotter replaces it when the id comes
+round again, and :meth:`cleanup` removes it before then.
 
 Schema (``PRAGMA user_version`` is the schema version)::
 
