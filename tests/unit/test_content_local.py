@@ -105,6 +105,21 @@ def test_second_writer_on_a_held_ref_is_unavailable(store: LocalStore) -> None:
     run(scenario())
 
 
+def test_writers_past_the_open_ingest_cap_are_resource_exhausted(root: Path) -> None:
+    store = LocalStore(root, max_open_ingests=3)
+
+    async def scenario() -> None:
+        open_writers = [await store.writer(f"r{n}") for n in range(3)]
+        with pytest.raises(errdefs.ResourceExhausted, match="3 ingests are open"):
+            await store.writer("one-more")
+        await open_writers.pop().close()
+        open_writers.append(await store.writer("one-more"))  # a slot came free
+        for w in open_writers:
+            await w.close()
+
+    run(scenario())
+
+
 def test_lock_is_released_when_commit_fails(store: LocalStore) -> None:
     async def scenario() -> None:
         w = await store.writer("r")

@@ -14,7 +14,10 @@ A write appends to ``ingest/.../data`` while hashing incrementally; commit
 fsyncs the data, checks size and digest, renames it into ``blobs/`` and
 fsyncs the directory, so a blob is either absent or complete — never
 partial.  An ingest left behind by a crash is resumed by re-hashing its data.
-Only one writer may hold a ref at a time (an in-process lock, as containerd's).
+Only one writer may hold a ref at a time (an in-process lock, as containerd's),
+and at most :data:`MAX_OPEN_INGESTS` writers are open at once: each holds a
+file, a hash state and a worker's attention, so a client opening write
+streams without end gets ResourceExhausted instead (containerd has no cap).
 
 Labels are not kept here in the daemon (metadata owns them); a
 :class:`MemoryLabelStore` can be given for standalone use.  All file work
@@ -368,12 +371,23 @@ class _Writer:
 # The store
 
 
+#: Writers open at once; pulls open a few each, so this is far past any use.
+MAX_OPEN_INGESTS = 1024
+
+
 class LocalStore:
     """A content store in a local directory (see the module docstring)."""
 
-    def __init__(self, root: Path, *, labels: LabelStore | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        labels: LabelStore | None = None,
+        max_open_ingests: int = MAX_OPEN_INGESTS,
+    ) -> None:
         self.root = root
         self.labels = labels
+        self._max_open = max_open_ingests
         for d in (root, root / "blobs", root / "ingest"):
             d.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._locks: dict[str, float] = {}
@@ -407,6 +421,10 @@ class LocalStore:
             held = time.time() - since
             started = dt.datetime.fromtimestamp(since, dt.UTC)
             raise errdefs.Unavailable(f"ref {ref} locked for {held:.6f}s (since {started})")
+        if len(self._locks) >= self._max_open:
+            raise errdefs.ResourceExhausted(
+                f"ref {ref}: {len(self._locks)} ingests are open, the most the store allows"
+            )
         self._locks[ref] = time.time()
 
     def _unlock(self, ref: str) -> None:
