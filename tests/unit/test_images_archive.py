@@ -136,27 +136,13 @@ def test_tagged_entries_carry_both_name_annotations() -> None:
 # -- names -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("ref", "full", "short"),
-    [
-        ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
-        ("busybox:1.36", "docker.io/library/busybox:1.36", "busybox:1.36"),
-        ("me/app:v1", "docker.io/me/app:v1", "me/app:v1"),
-        ("index.docker.io/me/app", "docker.io/me/app:latest", "me/app:latest"),
-        ("localhost:5000/app:x", "localhost:5000/app:x", "localhost:5000/app:x"),
-        ("ghcr.io/o/r/app:1", "ghcr.io/o/r/app:1", "ghcr.io/o/r/app:1"),
-        (f"app:1@{DIGEST}", f"docker.io/library/app@{DIGEST}", f"app@{DIGEST}"),
-    ],
-)
-def test_docker_references_normalise_and_familiarise(ref: str, full: str, short: str) -> None:
-    assert ai.normalize_docker_ref(ref) == full
-    assert ai.familiarize(full) == short
-
-
-@pytest.mark.parametrize("ref", ["Busybox", "bad ref", "a:b:c", "app@sha256:zz", ""])
-def test_bad_docker_references_are_refused(ref: str) -> None:
-    with pytest.raises(errdefs.InvalidArgument):
-        ai.normalize_docker_ref(ref)
+def test_a_repo_tag_that_is_no_reference_is_refused_in_containerds_words() -> None:
+    desc = Descriptor(mt.DOCKER_MANIFEST, DIGEST, 1)
+    with pytest.raises(
+        errdefs.InvalidArgument,
+        match=r'^normalize image ref "Busybox:1": invalid reference format: repository name',
+    ):
+        list(ai.tagged(desc, ["Busybox:1"]))
 
 
 def test_oci_ref_name_is_the_tag_or_digest() -> None:

@@ -23,11 +23,11 @@ from pycontainerd.images.archive_import import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     OCI_LAYOUT_VERSION,
-    familiarize,
     index_json,
     oci_ref_name,
 )
 from pycontainerd.images.manifest import Manifest
+from pycontainerd.reference import familiarize
 
 __all__ = [
     "BLOCK",

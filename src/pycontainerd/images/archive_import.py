@@ -45,7 +45,10 @@ from pycontainerd.images.manifest import (
     parse_index,
 )
 from pycontainerd.platforms import Platform
+from pycontainerd.reference import familiarize, normalize_docker_ref
 
+# familiarize and normalize_docker_ref live in pycontainerd.reference; they stay
+# importable from here until the fuzz harness imports them from there.
 __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "ANNOTATION_REF_NAME",
@@ -152,54 +155,6 @@ def read_capped(f: IO[bytes], size: int, what: str) -> bytes:
 
 
 # -- references ----------------------------------------------------------------------
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?)"
-_REF_RE = re.compile(
-    rf"(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?"
-)
-
-
-def normalize_docker_ref(ref: str) -> str:
-    """A Docker reference made full, as containerd's ``ParseDockerRef``.
-
-    ``busybox`` is ``docker.io/library/busybox:latest``; a reference with a
-    digest keeps only the digest.  InvalidArgument for anything else.
-    """
-    name, sep, rest = ref.partition("/")
-    if not sep or ("." not in name and ":" not in name and name != "localhost"):
-        domain, remainder = "docker.io", ref
-    else:
-        domain, remainder = name, rest
-    if domain == "index.docker.io":
-        domain = "docker.io"
-    if domain == "docker.io" and "/" not in remainder.split("@")[0].split(":")[0]:
-        remainder = "library/" + remainder
-    repo = remainder.split("@")[0].split(":")[0]
-    if repo != repo.lower():
-        raise errdefs.InvalidArgument(
-            f"normalize image ref {ref!r}: repository name must be lowercase"
-        )
-    full = f"{domain}/{remainder}"
-    m = _REF_RE.fullmatch(full)
-    if m is None:
-        raise errdefs.InvalidArgument(f"normalize image ref {ref!r}: invalid reference format")
-    if m["digest"]:
-        return f"{m['name']}@{m['digest']}"
-    return f"{m['name']}:{m['tag'] or 'latest'}"
-
-
-def familiarize(name: str) -> str:
-    """The short form Docker shows (``busybox:latest``), as in ``manifest.json``."""
-    full = normalize_docker_ref(name)
-    if full.startswith("docker.io/"):
-        full = full[len("docker.io/") :]
-        if full.startswith("library/") and "/" not in full[len("library/") :].split("@")[0]:
-            full = full[len("library/") :]
-    return full
 
 
 def oci_ref_name(name: str) -> str:
@@ -392,7 +347,13 @@ def tagged(desc: Descriptor, repo_tags: Sequence[str]) -> Iterator[Descriptor]:
         yield desc
         return
     for ref in repo_tags:
-        name = normalize_docker_ref(ref)
+        try:
+            name = normalize_docker_ref(ref)
+        except errdefs.InvalidArgument as exc:
+            # containerd's words (normalizeReference in images/archive).
+            raise errdefs.InvalidArgument(
+                f"normalize image ref {errdefs.q(ref)}: {exc.message}"
+            ) from None
         yield Descriptor(
             desc.media_type,
             desc.digest,
