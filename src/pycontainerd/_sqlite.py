@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from pycontainerd.containers import EPOCH
+from pycontainerd.times import EPOCH
 
 __all__ = ["EMPTY_MAP", "connect", "dump_map", "load_map", "to_datetime"]
 

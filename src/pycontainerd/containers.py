@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pycontainerd.times import EPOCH
+
 if TYPE_CHECKING:
     from google.protobuf import any_pb2
 
-__all__ = ["EPOCH", "Container", "RawContainer", "RuntimeInfo"]
-
-#: The zero time: what a record that was never stored carries.
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+__all__ = ["Container", "RawContainer", "RuntimeInfo"]
 
 
 @dataclass(frozen=True, slots=True)

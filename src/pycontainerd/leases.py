@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from pycontainerd.containers import EPOCH
+from pycontainerd.times import EPOCH
 
 __all__ = [
     "DEFAULT_EXPIRATION",

@@ -1,5 +1,6 @@
-"""A proxy snapshotter: ``python -m pycontainerd.snapshots.serve`` as a second
-process, configured as ``[proxy_plugins.myproxy]`` and driven by Debian's ctr.
+"""A proxy snapshotter: ``python -m pycontainerd.daemon.snapshotter_server``
+as a second process, configured as ``[proxy_plugins.myproxy]`` and driven
+by Debian's ctr.
 
 One behaviour suite then runs over every face of the Snapshotter contract:
 the daemon's namespaced overlayfs and native snapshotters and its proxy
@@ -23,8 +24,8 @@ import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.client import AsyncClient
+from pycontainerd.daemon.proxies import ProxySnapshotter
 from pycontainerd.snapshots import Info, Kind, Snapshotter
-from pycontainerd.snapshots.proxy import ProxySnapshotter
 from tests.integration._cli import Cli, table
 from tests.support import daemons
 from tests.unit._meta import run
@@ -44,7 +45,7 @@ def serving() -> Iterator[tuple[Path, str]]:
                 [
                     sys.executable,
                     "-m",
-                    "pycontainerd.snapshots.serve",
+                    "pycontainerd.daemon.snapshotter_server",
                     "--snapshotter",
                     "native",
                     "--root",

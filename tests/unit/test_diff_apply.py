@@ -229,13 +229,26 @@ def test_apply_corrupt_gzip_is_a_typed_error(env: Env) -> None:
 
 def test_apply_reads_through_the_provider_without_a_local_file(env: Env) -> None:
     """A store with no blob files (a proxy) is read with read_at from the worker."""
+    reads: list[int] = []
+
+    class RemoteReader:
+        def __init__(self, inner: content.ReaderAt) -> None:
+            self._inner = inner
+            self.size = inner.size
+
+        async def read_at(self, offset: int, size: int) -> bytes:
+            reads.append(offset)
+            return await self._inner.read_at(offset, size)
+
+        async def close(self) -> None:
+            await self._inner.close()
 
     class Proxy:
         def __init__(self, inner: ContentStore) -> None:
             self._inner = inner
 
         async def reader_at(self, digest: str) -> content.ReaderAt:
-            return await self._inner.reader_at(digest)
+            return RemoteReader(await self._inner.reader_at(digest))
 
     blob = gzip.compress(LAYER)
     dgst = env.put(blob)
@@ -243,6 +256,27 @@ def test_apply_reads_through_the_provider_without_a_local_file(env: Env) -> None
     applied = run(applier.apply(Descriptor(MEDIA_TYPE_LAYER_GZIP, dgst, len(blob)), env.bind()))
     assert applied.digest == sha(LAYER)
     assert (env.root / "etc" / "hello").exists()
+    assert reads and reads[0] == 0
+
+
+def test_the_namespaced_store_hands_out_the_local_blob_file(env: Env) -> None:
+    """The applier's fast path: metadata passes the local store's reader through,
+    and that reader opens the blob it holds as a file of its own."""
+    dgst = env.put(LAYER)
+
+    async def go() -> tuple[bytes, bytes]:
+        reader = await env.store.reader_at(dgst)
+        try:
+            assert isinstance(reader, content.FileReaderAt)
+            first, second = reader.open_file(), reader.open_file()
+            with first, second:
+                head = first.read(10)
+                return head + first.read(), second.read()
+        finally:
+            await reader.close()
+
+    whole, again = run(go())
+    assert whole == again == LAYER
 
 
 def test_apply_refuses_relative_paths(env: Env) -> None:

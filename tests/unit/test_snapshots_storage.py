@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.snapshots import Info, Kind, Usage
-from pycontainerd.snapshots.storage import MAX_KEY_SIZE, MetaStore, Snapshot
+from pycontainerd.snapshots import MAX_KEY_SIZE, Info, Kind, Usage
+from pycontainerd.snapshots.storage import MetaStore, Snapshot
 
 pytestmark = pytest.mark.unit
 

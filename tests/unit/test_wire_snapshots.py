@@ -9,10 +9,10 @@ import pytest
 from pycontainerd import errdefs
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.cli.commands.snapshots import info_json, tree_lines
-from pycontainerd.containers import EPOCH
+from pycontainerd.dialer import channel_target
 from pycontainerd.services.snapshots import SnapshotsService
 from pycontainerd.snapshots import Info, Kind, Usage
-from pycontainerd.snapshots.proxy import channel_target
+from pycontainerd.times import EPOCH
 from pycontainerd.wire import snapshots as wire
 from tests.unit._meta import run
 
@@ -80,9 +80,12 @@ def test_tree_lines_are_ctrs() -> None:
     assert tree_lines(infos) == [" c1", "  \\_ b", "  \\_ v", " lone"]
 
 
-def test_channel_target() -> None:
+def test_an_address_is_a_socket_path_unless_grpc_resolves_it() -> None:
+    """One rule for the client and the daemon's proxy plugins."""
     assert channel_target("/run/x.sock") == "unix:///run/x.sock"
-    assert channel_target("unix:///run/x.sock") == "unix:///run/x.sock"
+    assert channel_target("run/x.sock") == "unix:run/x.sock"
+    for target in ("unix:///run/x.sock", "unix:/run/x.sock", "dns:///h:1", "ipv4:127.0.0.1:1"):
+        assert channel_target(target) == target
 
 
 def test_service_lists_in_batches() -> None:

@@ -27,6 +27,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from pycontainerd.times import EPOCH
+
 __all__ = [
     "code_name",
     "marshal_event",
@@ -34,8 +36,6 @@ __all__ = [
     "rfc3339nano",
     "time_string",
 ]
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _split_ns(when: dt.datetime, nanos: int | None) -> tuple[dt.datetime, int]:
@@ -77,7 +77,7 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, for an absent timest
 
 def _timestamp_json(seconds: int, nanos: int) -> str:
     try:
-        when = _EPOCH + dt.timedelta(seconds=seconds)
+        when = EPOCH + dt.timedelta(seconds=seconds)
     except OverflowError:
         return _quote(_ZERO_TIME)
     return _quote(rfc3339nano(when, nanos))

@@ -1,4 +1,4 @@
-"""What the sync and async clients share: the default address, results, targets.
+"""What the sync and async clients share: the default address and results.
 
 Kept light (pyctr reads ``DEFAULT_ADDRESS`` for its ``--help``): the
 request metadata is built by the client's ``_Call``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_ADDRESS", "ServerInfo", "Version", "channel_target"]
+__all__ = ["DEFAULT_ADDRESS", "ServerInfo", "Version"]
 
 DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
 
@@ -22,10 +22,3 @@ class Version:
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
     uuid: str
-
-
-def channel_target(address: str) -> str:
-    """A gRPC target for a socket path (``unix://`` and ``unix:`` accepted)."""
-    if address.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
-        return address
-    return f"unix://{address}"

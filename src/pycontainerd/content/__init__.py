@@ -23,17 +23,18 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from pycontainerd import errdefs, labels
-from pycontainerd.containers import EPOCH
 from pycontainerd.digest import validate as validate_digest
 from pycontainerd.errdefs import q
 from pycontainerd.filters import FieldFunc
+from pycontainerd.times import EPOCH
 
 __all__ = [
     "MAX_REF_LENGTH",
     "READ_CHUNK",
+    "FileReaderAt",
     "Info",
     "IngestManager",
     "Ingester",
@@ -108,6 +109,23 @@ class ReaderAt(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FileReaderAt(ReaderAt, Protocol):
+    """A :class:`ReaderAt` over a blob kept as a local file (the local store's).
+
+    A caller that reads a whole blob from blocking code (applying a layer
+    in a worker thread) asks for the file instead of sending every chunk
+    through :meth:`~ReaderAt.read_at` and the event loop.  Readers of other
+    stores (a proxy) do not offer it; callers check with ``isinstance``.
+    """
+
+    def open_file(self) -> BinaryIO:
+        """The blob as a new unbuffered file at offset 0, for the caller to
+        close; blocking.  It reads the blob this reader opened, even if the
+        name has since been removed."""
+        ...
 
 
 class Provider(Protocol):

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from pycontainerd import errdefs, filters, plugin
 from pycontainerd._tree import remove_tree
@@ -181,6 +181,14 @@ class _Reader:
         if size <= 0:
             return b""
         return await asyncio.get_running_loop().run_in_executor(None, self._pread, offset, size)
+
+    def open_file(self) -> BinaryIO:
+        fd = self._fd
+        if fd is None:
+            raise errdefs.FailedPrecondition("reader is closed")
+        # Reopened through /proc, not dup'ed: the new file has an offset of its
+        # own, and it is the inode this reader holds whatever the path now names.
+        return open(f"/proc/self/fd/{fd}", "rb", buffering=0)
 
     async def close(self) -> None:
         fd, self._fd = self._fd, None

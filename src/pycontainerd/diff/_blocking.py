@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from pycontainerd import errdefs
 
@@ -33,7 +33,6 @@ __all__ = [
     "ReaderAtStream",
     "check",
     "on_loop",
-    "open_file",
     "run_blocking",
 ]
 
@@ -312,8 +311,3 @@ class ReaderAtStream(io.RawIOBase):
 
 async def _read(read_at: Callable[[int, int], Awaitable[bytes]], offset: int, n: int) -> bytes:
     return await read_at(offset, n)
-
-
-def open_file(path: str | os.PathLike[str]) -> BinaryIO:
-    """A blob file opened unbuffered (each read goes straight to the kernel)."""
-    return open(path, "rb", buffering=0)

@@ -25,19 +25,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
+from typing import Any, BinaryIO, cast
 
 from pycontainerd import content, errdefs
 from pycontainerd import mount as mountlib
 from pycontainerd.archive import Whiteouts, apply_layer
 from pycontainerd.archive.compression import decompress, from_media_type
 from pycontainerd.diff import MEDIA_TYPE_LAYER, Payloads
-from pycontainerd.diff._blocking import (
-    DigestReader,
-    ReaderAtStream,
-    open_file,
-    run_blocking,
-)
+from pycontainerd.diff._blocking import DigestReader, ReaderAtStream, run_blocking
 from pycontainerd.diff._mounts import bind_source, in_user_namespace
 from pycontainerd.images import Descriptor
 from pycontainerd.mount import Mount
@@ -45,13 +40,6 @@ from pycontainerd.mount import Mount
 __all__ = ["FileSystemApplier", "apply_stream"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class _BlobFiles(Protocol):
-    """A content store whose blobs are local files (``LocalStore``)."""
-
-    def blob_path(self, digest: str) -> Path: ...
 
 
 class FileSystemApplier:
@@ -63,13 +51,6 @@ class FileSystemApplier:
 
     def __init__(self, store: content.Provider) -> None:
         self._store = store
-
-    def _blob_file(self, digest: str) -> Path | None:
-        """The blob's local file, when the store keeps one (read it directly)."""
-        backend = getattr(self._store, "backend", self._store)
-        if isinstance(backend, _BlobFiles):
-            return backend.blob_path(digest)
-        return None
 
     async def apply(
         self, desc: Descriptor, mounts: Sequence[Mount], *, payloads: Payloads | None = None
@@ -98,13 +79,13 @@ class FileSystemApplier:
                     f"layer {desc.digest}: descriptor size {desc.size} "
                     f"does not match the blob's {reader.size} bytes"
                 )
-            path = self._blob_file(desc.digest)
             loop = asyncio.get_running_loop()
 
             def work(cancelled: threading.Event) -> Descriptor:
                 raw: BinaryIO | ReaderAtStream
-                if path is not None:
-                    raw = open_file(path)
+                if isinstance(reader, content.FileReaderAt):
+                    # A local blob is read as a file, not chunk by chunk via the loop.
+                    raw = reader.open_file()
                 else:
                     raw = ReaderAtStream(reader.read_at, reader.size, loop, cancelled)
                 with raw:

@@ -14,8 +14,8 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pycontainerd.containers import EPOCH
 from pycontainerd.platforms import Platform
+from pycontainerd.times import EPOCH
 
 __all__ = ["Descriptor", "Image"]
 

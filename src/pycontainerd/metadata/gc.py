@@ -70,6 +70,7 @@ from pycontainerd.gc import Node, ResourceType, sweep, tricolor
 from pycontainerd.metadata._codec import load_map
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database
+from pycontainerd.times import EPOCH
 
 __all__ = [
     "LABEL_CONTENT_REF",
@@ -100,7 +101,6 @@ LEASE = ResourceType.LEASE
 INGEST = ResourceType.INGEST
 
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})\Z")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 #: SQL: a ``labels`` column (JSON) that may hold a reference label.
 _HAS_REFS = "labels LIKE '%containerd.io/gc.ref.%'"
@@ -118,7 +118,7 @@ def parse_expiry(value: str) -> int | None:
         when = dt.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
     except ValueError:
         return None
-    micros = (when - _EPOCH) // dt.timedelta(microseconds=1)
+    micros = (when - EPOCH) // dt.timedelta(microseconds=1)
     return micros * 1000 + int((frac or "0").ljust(9, "0"))
 
 

@@ -43,8 +43,7 @@ from pycontainerd.metadata.db import Database
 from pycontainerd.metadata.gc import LABEL_ROOT, label_refs
 from pycontainerd.metadata.namespaces import ensure_namespace
 from pycontainerd.mount import Mount
-from pycontainerd.snapshots import Info, Kind, Snapshotter, Usage
-from pycontainerd.snapshots.storage import validate_key
+from pycontainerd.snapshots import Info, Kind, Snapshotter, Usage, validate_key
 
 __all__ = ["SnapshotCollectible", "SnapshotStore", "backend_key", "lease_type"]
 

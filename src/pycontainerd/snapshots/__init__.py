@@ -3,11 +3,11 @@
 A snapshotter keeps a tree of snapshots, each named by a key: *active*
 snapshots are writable and can be committed; *committed* snapshots are
 read-only parents for new ones; *views* are read-only and cannot be
-committed.  Core snapshotters (``overlayfs``, ``native``, a proxy to an
-external gRPC server) know nothing of namespaces; the metadata layer
-(:mod:`pycontainerd.metadata.snapshots`) wraps each one, scoping keys per
-namespace, attaching leases and taking part in garbage collection, as
-containerd's ``metadata/snapshot.go`` does.
+committed.  Core snapshotters (``overlayfs``, ``native``, and a proxy to
+an external gRPC server, :mod:`pycontainerd.daemon.proxies`) know nothing
+of namespaces; the metadata layer (:mod:`pycontainerd.metadata.snapshots`)
+wraps each one, scoping keys per namespace, attaching leases and taking
+part in garbage collection, as containerd's ``metadata/snapshot.go`` does.
 
 :class:`Snapshotter` is the contract every one of them keeps, core,
 namespaced and proxy alike.  Errors are :mod:`pycontainerd.errdefs`
@@ -25,14 +25,26 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from pycontainerd.containers import EPOCH
+from pycontainerd import errdefs
 from pycontainerd.mount import Mount
+from pycontainerd.times import EPOCH
 
-__all__ = ["LABEL_UNPACKED_REF", "Info", "Kind", "Snapshotter", "Usage"]
+__all__ = [
+    "LABEL_UNPACKED_REF",
+    "MAX_KEY_SIZE",
+    "Info",
+    "Kind",
+    "Snapshotter",
+    "Usage",
+    "validate_key",
+]
 
 #: Label a client puts on a snapshot it prepares to unpack a layer into;
 #: containerd names it ``containerd.io/snapshot.ref``.
 LABEL_UNPACKED_REF = "containerd.io/snapshot.ref"
+
+#: Largest key (or committed name) accepted, in UTF-8 bytes.
+MAX_KEY_SIZE = 4096
 
 
 class Kind(enum.IntEnum):
@@ -117,3 +129,19 @@ class Snapshotter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def validate_key(key: str, what: str = "key") -> None:
+    """Reject keys that are empty, oversized or not plain text.
+
+    Part of the contract: the metadata layer checks a client's key before
+    it scopes it, and a local snapshotter checks the key it is handed.
+    """
+    if not isinstance(key, str) or not key:
+        raise errdefs.InvalidArgument(f"snapshot {what} must not be empty")
+    if "\x00" in key:
+        raise errdefs.InvalidArgument(f"snapshot {what} {errdefs.q(key[:64])}: contains NUL")
+    if len(key) * 4 > MAX_KEY_SIZE and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_SIZE:
+        raise errdefs.InvalidArgument(
+            f"snapshot {what} longer than {MAX_KEY_SIZE} bytes: {errdefs.q(key[:64])}"
+        )

@@ -42,12 +42,9 @@ from typing import TypeVar
 
 from pycontainerd import errdefs, filters, labels
 from pycontainerd._sqlite import connect, dump_map, load_map, to_datetime
-from pycontainerd.snapshots import Info, Kind, Usage
+from pycontainerd.snapshots import Info, Kind, Usage, validate_key
 
-__all__ = ["MAX_KEY_SIZE", "MetaStore", "Snapshot", "Transaction", "validate_key"]
-
-#: Largest key (or committed name) accepted, in UTF-8 bytes.
-MAX_KEY_SIZE = 4096
+__all__ = ["MetaStore", "Snapshot", "Transaction"]
 
 SCHEMA_VERSION = 1
 
@@ -84,18 +81,6 @@ class Snapshot:
     id: str
     kind: Kind
     parent_ids: tuple[str, ...] = ()
-
-
-def validate_key(key: str, what: str = "key") -> None:
-    """Reject keys that are empty, oversized or not plain text."""
-    if not isinstance(key, str) or not key:
-        raise errdefs.InvalidArgument(f"snapshot {what} must not be empty")
-    if "\x00" in key:
-        raise errdefs.InvalidArgument(f"snapshot {what} {errdefs.q(key[:64])}: contains NUL")
-    if len(key) * 4 > MAX_KEY_SIZE and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_SIZE:
-        raise errdefs.InvalidArgument(
-            f"snapshot {what} longer than {MAX_KEY_SIZE} bytes: {errdefs.q(key[:64])}"
-        )
 
 
 def _now_ns() -> int:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from google.protobuf import timestamp_pb2
 
-from pycontainerd.containers import EPOCH
+from pycontainerd.times import EPOCH
 
 __all__ = ["from_timestamp", "to_timestamp"]
 

@@ -1,7 +1,7 @@
 """Snapshot messages <-> :mod:`pycontainerd.snapshots` types.
 
 Besides the record converters, the request builders live here: the daemon's
-proxy snapshotter (:mod:`pycontainerd.snapshots.proxy`) and the client's
+proxy snapshotter (:mod:`pycontainerd.daemon.proxies`) and the client's
 snapshot service both speak the Snapshots service through them, so what
 goes on the wire is written once.
 """

@@ -26,12 +26,8 @@ from pycontainerd import leases as lease_context
 from pycontainerd import namespaces as namespace_context
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.client._shared import (
-    DEFAULT_ADDRESS,
-    ServerInfo,
-    Version,
-    channel_target,
-)
+from pycontainerd.client._shared import DEFAULT_ADDRESS, ServerInfo, Version
+from pycontainerd.dialer import channel_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable

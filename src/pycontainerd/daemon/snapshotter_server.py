@@ -1,12 +1,14 @@
 """Serve one core snapshotter over gRPC: a proxy plugin for a daemon.
 
-``python -m pycontainerd.snapshots.serve --snapshotter native --root DIR
---address SOCK`` serves the Snapshots service on the unix socket ``SOCK``
-with a ``native`` (or ``overlayfs``) snapshotter rooted at ``DIR``.  A
-daemon configured with ``[proxy_plugins.NAME] type = "snapshot"`` and that
-address then offers it as snapshotter ``NAME``.  As containerd's remote
-snapshotters do, the server ignores the request's ``snapshotter`` field and
-knows nothing of namespaces: the daemon's metadata layer scopes the keys.
+``python -m pycontainerd.daemon.snapshotter_server --snapshotter native
+--root DIR --address SOCK`` serves the Snapshots service on the unix socket
+``SOCK`` with a ``native`` (or ``overlayfs``) snapshotter rooted at ``DIR``.
+A daemon configured with ``[proxy_plugins.NAME] type = "snapshot"`` and
+that address then offers it as snapshotter ``NAME``.  As containerd's
+remote snapshotters do, the server ignores the request's ``snapshotter``
+field and knows nothing of namespaces: the daemon's metadata layer scopes
+the keys.  It serves through the daemon's transport and snapshots service,
+so it is a daemon-side entry point, not part of :mod:`pycontainerd.snapshots`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import signal
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from pycontainerd.daemon.transport import GrpclibServer
+from pycontainerd.services.snapshots import SnapshotsService
 from pycontainerd.snapshots import Snapshotter
 
 __all__ = ["main", "serve"]
 
-log = logging.getLogger("pycontainerd.snapshots.serve")
+# Named: run with -m, the module is __main__.
+log = logging.getLogger("pycontainerd.daemon.snapshotter_server")
 
 #: Largest request accepted, as the daemon's default.
 MAX_RECV = 16 << 20
@@ -62,10 +67,6 @@ def _make(kind: str, root: Path) -> Snapshotter:
 
 async def serve(kind: str, root: Path, address: str) -> None:
     """Serve until SIGTERM or SIGINT."""
-    # Imported here: the server side pulls in the daemon's transport.
-    from pycontainerd.daemon.transport import GrpclibServer
-    from pycontainerd.services.snapshots import SnapshotsService
-
     sn = _make(kind, root)
     server = GrpclibServer(max_recv_message_size=MAX_RECV)
     # The daemon's transport stands in for grpc.aio.Server, as in the daemon.
@@ -92,7 +93,7 @@ async def serve(kind: str, root: Path, address: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pycontainerd.snapshots.serve")
+    parser = argparse.ArgumentParser(prog="python -m pycontainerd.daemon.snapshotter_server")
     parser.add_argument("--snapshotter", default="native", choices=("native", "overlayfs"))
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--address", required=True)
