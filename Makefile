@@ -41,6 +41,7 @@ check: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
