@@ -45,10 +45,8 @@ from pycontainerd.images.manifest import (
     parse_index,
 )
 from pycontainerd.platforms import Platform
-from pycontainerd.reference import familiarize, normalize_docker_ref
+from pycontainerd.reference import normalize_docker_ref
 
-# familiarize and normalize_docker_ref live in pycontainerd.reference; they stay
-# importable from here until the fuzz harness imports them from there.
 __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "ANNOTATION_REF_NAME",
@@ -61,12 +59,10 @@ __all__ = [
     "classify",
     "digest_translator",
     "docker_manifest",
-    "familiarize",
     "filter_ref_prefix",
     "image_name",
     "index_json",
     "layer_media_type",
-    "normalize_docker_ref",
     "oci_ref_name",
     "read_capped",
     "tagged",
