@@ -3,7 +3,9 @@
 containerd composes these from handlers (``ChildrenHandler``,
 ``FilterPlatforms``, ``LimitManifests``); here they are plain functions
 over a :data:`~pycontainerd.images.manifest.ReadBlob`, used by ``images ls``
-(the SIZE column) and by export (the blobs an archive must carry).
+(the SIZE column) and by export (the blobs an archive must carry).  Each
+walks depth first, parents before children, with a stack of its own: an
+image's indexes may nest as deep as its author likes.
 """
 
 from __future__ import annotations
@@ -34,20 +36,17 @@ def walk_size(
 ) -> Walk[tuple[int, errdefs.ContainerdError | None]]:
     """See :func:`image_size`; also returns the error that stopped the walk."""
     total = 0
-
-    def visit(desc: Descriptor) -> Walk[None]:
-        nonlocal total
-        if desc.size < 0:
-            raise errdefs.InvalidArgument(f"invalid size {desc.size} in {desc.digest}")
-        total += desc.size
-        kids = yield from walk_children(desc)
-        if mt.is_index(desc.media_type):
-            kids = sort_by_platform(matcher, filter_platforms(matcher, kids))[:1]
-        for kid in kids:
-            yield from visit(kid)
-
+    stack = [target]
     try:
-        yield from visit(target)
+        while stack:
+            desc = stack.pop()
+            if desc.size < 0:
+                raise errdefs.InvalidArgument(f"invalid size {desc.size} in {desc.digest}")
+            total += desc.size
+            kids = yield from walk_children(desc)
+            if mt.is_index(desc.media_type):
+                kids = sort_by_platform(matcher, filter_platforms(matcher, kids))[:1]
+            stack.extend(reversed(kids))
     except errdefs.ContainerdError as exc:
         return total, exc
     return total, None
@@ -57,19 +56,17 @@ def walk_reachable(target: Descriptor, matcher: pf.Matcher | None = None) -> Wal
     """See :func:`reachable`."""
     seen: set[str] = set()
     out: list[Descriptor] = []
-
-    def visit(desc: Descriptor) -> Walk[None]:
+    stack = [target]
+    while stack:
+        desc = stack.pop()
         if desc.digest in seen:
-            return
+            continue
         seen.add(desc.digest)
         out.append(desc)
         kids = yield from walk_children(desc)
         if matcher is not None and mt.is_index(desc.media_type):
             kids = filter_platforms(matcher, kids)
-        for kid in kids:
-            yield from visit(kid)
-
-    yield from visit(target)
+        stack.extend(reversed(kids))
     return out
 
 

@@ -429,57 +429,58 @@ def filter_platforms(matcher: pf.Matcher, descs: Sequence[Descriptor]) -> list[D
 
 
 def walk_resolve(target: Descriptor, matcher: pf.Matcher) -> Walk[tuple[Descriptor, Manifest]]:
-    """See :func:`resolve_manifest`."""
-    found: list[tuple[Descriptor, Manifest]] = []
-    was_index = False
+    """See :func:`resolve_manifest`.
 
-    def visit(desc: Descriptor) -> Walk[None]:
-        nonlocal was_index
+    A loop, not a recursion: indexes may nest as deep as a hostile image
+    likes, and only the best entry of each is followed.
+    """
+    desc = target
+    was_index = False
+    while True:
         if mt.is_manifest(desc.media_type):
             m = yield from _read_manifest(desc)
             if desc.digest != target.digest:
                 if desc.platform is not None and not matcher.match(desc.platform):
-                    return
+                    break
                 if desc.platform is None:
                     p = (yield from _read_config(m.config)).platform
                     if not matcher.match(pf.normalize(Platform(p.os, p.architecture))):
-                        return
-            found.append((desc, m))
-            return
+                        break
+            return desc, m
         if mt.is_index(desc.media_type):
             idx = yield from _read_index(desc)
             was_index = True
-            for child in sort_by_platform(matcher, filter_platforms(matcher, idx.manifests))[:1]:
-                yield from visit(child)
-            return
+            best = sort_by_platform(matcher, filter_platforms(matcher, idx.manifests))[:1]
+            if not best:
+                break
+            desc = best[0]
+            continue
         raise errdefs.NotFound(f"unexpected media type {desc.media_type} for {desc.digest}")
-
-    yield from visit(target)
-    if not found:
-        if was_index:
-            raise errdefs.NotFound(f"no match for platform in manifest {target.digest}")
-        raise errdefs.NotFound(f"manifest {target.digest}")
-    return found[0]
+    if was_index:
+        raise errdefs.NotFound(f"no match for platform in manifest {target.digest}")
+    raise errdefs.NotFound(f"manifest {target.digest}")
 
 
 def walk_platforms(target: Descriptor) -> Walk[list[Platform]]:
-    """See :func:`platforms_of`."""
-    found: list[Platform] = []
+    """See :func:`platforms_of`.
 
-    def visit(desc: Descriptor) -> Walk[None]:
+    Depth first, parents before children, with a stack of its own (indexes
+    may nest as deep as a hostile image likes).
+    """
+    found: list[Platform] = []
+    stack = [target]
+    while stack:
+        desc = stack.pop()
         if desc.platform is not None:
             if "unknown" not in (desc.platform.os, desc.platform.architecture):
                 found.append(desc.platform)
-            return
+            continue
         if desc.media_type in (mt.DOCKER_CONFIG, mt.OCI_CONFIG):
             p = (yield from _read_config(desc)).platform
             found.append(pf.normalize(Platform(p.os, p.architecture)))
-            return
-        for child in (yield from walk_children(desc)):
-            if not mt.is_layer(child.media_type):
-                yield from visit(child)
-
-    yield from visit(target)
+            continue
+        kids = yield from walk_children(desc)
+        stack.extend(reversed([k for k in kids if not mt.is_layer(k.media_type)]))
     return found
 
 

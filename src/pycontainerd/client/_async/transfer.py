@@ -228,10 +228,13 @@ async def _label_tree(
     there and labelling each parent with its children, as containerd's
     ``SetChildrenLabels``."""
     seen: set[str] = set()
-
-    async def visit(desc: Descriptor) -> None:
+    # Depth first, parents first, on a stack of our own: an archive's
+    # indexes may nest as deep as its author likes.
+    stack = [root]
+    while stack:
+        desc = stack.pop()
         if desc.digest in seen:
-            return
+            continue
         seen.add(desc.digest)
         await _check_present(client, desc)
         kids = await children(blobs.read, desc)
@@ -241,10 +244,7 @@ async def _label_tree(
                 raise errdefs.NotFound("image might be filtered out")
         if kids:
             await client.content.set_labels(desc.digest, gc_labels(desc, kids))
-        for kid in kids:
-            await visit(kid)
-
-    await visit(root)
+        stack.extend(reversed(kids))
 
 
 async def _save_images(client: AsyncClient, images: Sequence[Image]) -> list[Image]:

@@ -229,10 +229,13 @@ def _label_tree(
     there and labelling each parent with its children, as containerd's
     ``SetChildrenLabels``."""
     seen: set[str] = set()
-
-    def visit(desc: Descriptor) -> None:
+    # Depth first, parents first, on a stack of our own: an archive's
+    # indexes may nest as deep as its author likes.
+    stack = [root]
+    while stack:
+        desc = stack.pop()
         if desc.digest in seen:
-            return
+            continue
         seen.add(desc.digest)
         _check_present(client, desc)
         kids = children(blobs.read, desc)
@@ -242,10 +245,7 @@ def _label_tree(
                 raise errdefs.NotFound("image might be filtered out")
         if kids:
             client.content.set_labels(desc.digest, gc_labels(desc, kids))
-        for kid in kids:
-            visit(kid)
-
-    visit(root)
+        stack.extend(reversed(kids))
 
 
 def _save_images(client: Client, images: Sequence[Image]) -> list[Image]:
