@@ -72,6 +72,9 @@ def _status(code: grpc.StatusCode) -> Status:
     return Status(code.value[0])
 
 
+_GRPC_CODES = {Status(code.value[0]): code for code in grpc.StatusCode}
+
+
 class _Context:
     """The part of ``grpc.aio.ServicerContext`` our servicers use."""
 
@@ -151,6 +154,76 @@ async def _send_frames(stream: Stream[Any, Any], frames: Frames) -> None:
     await stream._stream.send_data(b"".join([pack(False, len(m)) + m for m in frames]))
 
 
+class _Undecodable(Exception):
+    """Request bytes that are not a message containerd would decode."""
+
+
+# containerd's API decodes every Timestamp field as a Go time (gogoproto's
+# stdtime), which refuses these; the request then fails to unmarshal.
+_MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
+_MAX_SECONDS = 253402300800  # 10000-01-01T00:00:00Z
+_TIMESTAMP = "google.protobuf.Timestamp"
+_HOLDS_TIMESTAMPS: dict[str, bool] = {}
+
+
+def _holds_timestamps(desc: Any) -> bool:
+    """Whether a message of type ``desc`` can hold a Timestamp at any depth."""
+    known = _HOLDS_TIMESTAMPS.get(desc.full_name)
+    if known is None:
+        seen: set[str] = set()
+        stack = [desc]
+        known = False
+        while stack and not known:
+            d = stack.pop()
+            if d.full_name in seen:
+                continue
+            seen.add(d.full_name)
+            known = d.full_name == _TIMESTAMP
+            stack.extend(f.message_type for f in d.fields if f.message_type is not None)
+        _HOLDS_TIMESTAMPS[desc.full_name] = known
+    return known
+
+
+def _timestamp_fault(message: Any) -> str | None:
+    """Why a Timestamp in ``message`` is one containerd cannot decode, if one is."""
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        if msg.DESCRIPTOR.full_name == _TIMESTAMP:
+            if msg.seconds < _MIN_SECONDS:
+                return f"timestamp {msg.seconds}s {msg.nanos}ns: before 0001-01-01"
+            if msg.seconds >= _MAX_SECONDS:
+                return f"timestamp {msg.seconds}s {msg.nanos}ns: after 10000-01-01"
+            if not 0 <= msg.nanos < 1_000_000_000:
+                return f"timestamp {msg.seconds}s {msg.nanos}ns: nanos not in range [0, 1e9)"
+            continue
+        for field, value in msg.ListFields():
+            sub = field.message_type
+            if sub is None or not _holds_timestamps(sub):
+                continue
+            if sub.GetOptions().map_entry:
+                if sub.fields_by_name["value"].message_type is not None:
+                    stack.extend(value.values())
+            elif field.is_repeated:
+                stack.extend(value)
+            else:
+                stack.append(value)
+    return None
+
+
+def _decode(deserialize: Callable[[bytes], Any], data: bytes) -> Any:
+    """The request message, or _Undecodable with containerd's reason."""
+    try:
+        message = deserialize(data)
+    except Exception as exc:
+        raise _Undecodable(f"failed to decode request: {exc}") from None
+    if hasattr(message, "DESCRIPTOR") and _holds_timestamps(message.DESCRIPTOR):
+        fault = _timestamp_fault(message)
+        if fault is not None:
+            raise _Undecodable(f"failed to decode request: {fault}")
+    return message
+
+
 def _adapt(handler: grpc.RpcMethodHandler[Any, Any], limit: int) -> Handler:
     """A grpclib handler running one grpcio method handler."""
     req_stream, resp_stream = handler.request_streaming, handler.response_streaming
@@ -166,8 +239,21 @@ def _adapt(handler: grpc.RpcMethodHandler[Any, Any], limit: int) -> Handler:
     serialize = handler.response_serializer or (lambda m: m)
 
     async def requests(stream: Stream[Any, Any]) -> AsyncIterator[Any]:
-        while (data := await _recv(stream, limit)) is not None:
-            yield deserialize(data)
+        # The servicer iterates these: a refused message must end the call as
+        # an AbortError, which passes the service edge untouched, with the
+        # status a bad unary request gets (not UNKNOWN, as anything else would).
+        while True:
+            try:
+                data = await _recv(stream, limit)
+            except GRPCError as exc:
+                raise AbortError(_GRPC_CODES[exc.status], exc.message or "") from None
+            if data is None:
+                return
+            try:
+                message = _decode(deserialize, data)
+            except _Undecodable as exc:
+                raise AbortError(grpc.StatusCode.INTERNAL, str(exc)) from None
+            yield message
 
     async def run(stream: Stream[Any, Any]) -> None:
         async def write(message: Any) -> None:
@@ -182,9 +268,9 @@ def _adapt(handler: grpc.RpcMethodHandler[Any, Any], limit: int) -> Handler:
                 if data is None:
                     raise GRPCError(Status.INTERNAL, "missing request message")
                 try:
-                    request = deserialize(data)
-                except Exception as exc:
-                    raise GRPCError(Status.INTERNAL, f"failed to decode request: {exc}") from None
+                    request = _decode(deserialize, data)
+                except _Undecodable as exc:
+                    raise GRPCError(Status.INTERNAL, str(exc)) from None
             if resp_stream:
                 result = behaviour(request, context)
                 if hasattr(result, "__aiter__"):
