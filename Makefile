@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := runc containerd busybox-static docker-registry
 STAMP := $(VENV)/.installed
 
-.PHONY: all deps venv proto unasync check lint typecheck test test-unit test-integration demo bench clean
+.PHONY: all deps venv proto unasync check lint typecheck test test-unit test-integration fuzz demo bench clean
 
 all: test
 
@@ -54,6 +54,16 @@ test-unit: $(STAMP)
 
 test-integration: deps $(STAMP)
 	$(VENV)/bin/pytest -q -m "integration or interop"
+
+# The long fuzz pass: FUZZ_MINUTES of hypothesis (tar reader and applier,
+# filter language, live daemon request decoding, small parsers) and, when it
+# installs, atheris; `make test` runs the short pass of the same targets.
+FUZZ_MINUTES ?= 10
+
+fuzz: deps $(STAMP)
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q -e '.[dev,fuzz]' \
+	  || echo "atheris did not install: the pass runs on hypothesis alone"
+	$(PY) -m tests.fuzz.run --minutes $(FUZZ_MINUTES)
 
 demo: deps $(STAMP)
 	$(PY) tools/demo.py
