@@ -327,7 +327,7 @@ def compile_re2(pattern: str) -> Pattern:
     reason = _go_syntax_error(pattern)
     if reason is None:
         try:
-            return re2.compile(pattern, _REGEXP_OPTIONS)
+            return cast(Pattern, re2.compile(pattern, _REGEXP_OPTIONS))
         except UnicodeEncodeError:
             # A pattern quoted with \x escapes may hold bytes that are not
             # UTF-8; Go's regexp refuses those too.
