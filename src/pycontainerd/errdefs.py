@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import grpc
 
 __all__ = [
+    "CODES",
     "Aborted",
     "AlreadyExists",
     "Canceled",
@@ -34,12 +35,36 @@ __all__ = [
     "ResourceExhausted",
     "Unavailable",
     "Unknown",
+    "code_name",
     "from_grpc",
     "from_status",
     "q",
     "to_grpc_code",
     "wire_message",
 ]
+
+
+#: gRPC's status codes by name: the numbers every transport puts on the wire
+#: (read without importing grpc).
+CODES: dict[str, int] = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
 
 
 class _StatusCode:
@@ -170,6 +195,16 @@ def _by_code() -> dict[grpc.StatusCode, type[ContainerdError]]:
 def to_grpc_code(exc: BaseException) -> grpc.StatusCode:
     """The status code an exception travels as; non-containerd errors are UNKNOWN."""
     return exc.code if isinstance(exc, ContainerdError) else Unknown.code
+
+
+def code_name(exc: BaseException) -> str:
+    """The name of the status code ``exc`` travels as (``NOT_FOUND``), without grpc;
+    anything not ours is ``UNKNOWN``."""
+    for klass in type(exc).__mro__:
+        attr = klass.__dict__.get("code")
+        if isinstance(attr, _StatusCode):
+            return attr.name
+    return "UNKNOWN"
 
 
 def wire_message(exc: BaseException) -> str:

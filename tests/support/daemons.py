@@ -141,17 +141,24 @@ def containerd_args(base: Path, address: str) -> list[str]:
 
 @contextlib.contextmanager
 def pycontainerd(
-    *extra_args: str, config: str | None = None, log_level: str = "debug"
+    *extra_args: str,
+    config: str | None = None,
+    log_level: str = "debug",
+    prelude: str | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run our daemon; yields once it serves, stops it (SIGTERM, then KILL) after.
 
     Tests want ``debug`` logs for post-mortems; benchmarks pass ``info``, the
-    level containerd runs at by default.
+    level containerd runs at by default.  ``prelude``, Python source run in
+    the daemon's process before it starts, lets a test inject a fault.
     """
     with temp_base("pcd-") as base:
         address = str(base / "pcd.sock")
         log = base / "daemon.log"
         args = pycontainerd_args(base, address, config=config, log_level=log_level)
+        if prelude is not None:
+            launcher = f"{prelude}\nfrom pycontainerd.daemon.main import main\nmain()"
+            args = [sys.executable, "-c", launcher, *args[1:]]
         with open(log, "wb") as out:
             proc = subprocess.Popen([*args, *extra_args], stdout=out, stderr=subprocess.STDOUT)
         try:

@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-from pycontainerd import errdefs, plugin
+from pycontainerd import edge, errdefs, plugin
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
 from pycontainerd.archive.compression import Compression
 from pycontainerd.diff import (
@@ -36,9 +35,10 @@ from pycontainerd.diff._blocking import (
 from pycontainerd.diff._mounts import bind_source
 from pycontainerd.diff.ordered import DiffServiceConfig, OrderedDiffer
 from pycontainerd.diff.ordered import _init as init_service
+from pycontainerd.edge import Call, Status
+from pycontainerd.edge.api.diff import DiffAPI
 from pycontainerd.images import Descriptor
 from pycontainerd.mount import Mount
-from pycontainerd.services.diff import DiffService
 from pycontainerd.wire.images import descriptor_to_pb
 from pycontainerd.wire.mounts import list_to_pb
 
@@ -188,14 +188,14 @@ def test_diff_service_default_config_is_containerds() -> None:
 
 def test_grpc_apply_and_diff_pass_requests_through() -> None:
     fake = FakeDiffer(result=OUT)
-    service = DiffService(fake)
+    service = DiffAPI(fake)
     mounts = [Mount("bind", "/x", ("rbind", "rw"))]
 
     async def go() -> tuple[pb.ApplyResponse, pb.DiffResponse]:
-        applied = await service.Apply(
-            pb.ApplyRequest(diff=descriptor_to_pb(DESC), mounts=list_to_pb(mounts)), _Context()
+        applied = await service.apply(
+            pb.ApplyRequest(diff=descriptor_to_pb(DESC), mounts=list_to_pb(mounts)), Call()
         )
-        diffed = await service.Diff(
+        diffed = await service.diff(
             pb.DiffRequest(
                 left=list_to_pb(mounts),
                 right=list_to_pb(mounts),
@@ -203,7 +203,7 @@ def test_grpc_apply_and_diff_pass_requests_through() -> None:
                 ref="r",
                 labels={"k": "v"},
             ),
-            _Context(),
+            Call(),
         )
         return applied, diffed
 
@@ -221,38 +221,14 @@ def test_grpc_apply_and_diff_pass_requests_through() -> None:
 
 
 def test_grpc_errors_carry_the_differs_code() -> None:
-    service = DiffService(
-        FakeDiffer(error=errdefs.NotImplemented("unsupported diff media type: x"))
-    )
-    ctx = _Context()
-    with pytest.raises(_Aborted):
-        asyncio.run(service.Diff(pb.DiffRequest(media_type="x"), ctx))
-    assert ctx.aborted == (
-        grpc.StatusCode.UNIMPLEMENTED,
+    api = DiffAPI(FakeDiffer(error=errdefs.NotImplemented("unsupported diff media type: x")))
+    diff = next(m for m in api.methods() if m.name.endswith("/Diff"))
+    with pytest.raises(Status) as excinfo:
+        asyncio.run(edge.unary(diff, pb.DiffRequest(media_type="x"), Call()))
+    assert (excinfo.value.name, excinfo.value.message) == (
+        "UNIMPLEMENTED",
         "unsupported diff media type: x: not implemented",
     )
-
-
-class _Aborted(Exception):
-    pass
-
-
-_Aborted.__name__ = "AbortError"
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("containerd-namespace", "default"),)
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.aborted = (code, details)
-        raise _Aborted(details)
-
-    def code(self) -> None:
-        return None
 
 
 # --- mounts -------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from pycontainerd import errdefs
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.cli.commands.snapshots import info_json, tree_lines
 from pycontainerd.dialer import channel_target
+from pycontainerd.edge import Call
+from pycontainerd.edge.api.snapshots import SnapshotsAPI
 from pycontainerd.services.snapshots import SnapshotsService
 from pycontainerd.snapshots import Info, Kind, Usage
 from pycontainerd.times import EPOCH
@@ -94,10 +96,10 @@ def test_service_lists_in_batches() -> None:
             for i in range(250):
                 yield Info(f"k{i:03}", Kind.ACTIVE)
 
-    svc = SnapshotsService({"m": Many()}, None)  # type: ignore[dict-item]
+    api = SnapshotsAPI(SnapshotsService({"m": Many()}, None))  # type: ignore[dict-item]
 
     async def collect() -> list[int]:
         req = pb.ListSnapshotsRequest(snapshotter="m")
-        return [len(r.info) async for r in SnapshotsService.List.__wrapped__(svc, req, None)]  # type: ignore[attr-defined]
+        return [len(r.info) async for r in api.list(req, Call())]
 
     assert run(collect()) == [100, 100, 50]

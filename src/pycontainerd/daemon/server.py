@@ -27,7 +27,8 @@ from pycontainerd.daemon import builtins, proxies
 from pycontainerd.daemon.config import Config, ConfigError, decode
 from pycontainerd.daemon.metrics_http import MetricsServer
 from pycontainerd.daemon.socket import finish_socket, prepare_socket
-from pycontainerd.daemon.transport import GrpclibServer
+from pycontainerd.edge import Method
+from pycontainerd.edge.grpc_server import GrpcServer
 from pycontainerd.events import Exchange
 
 __all__ = ["Server", "StartupError"]
@@ -47,7 +48,9 @@ class Server:
         self.address = Path(config.grpc.address)
         self.plugins = plugin.PluginSet()
         self.events = Exchange()
-        self._grpc: GrpclibServer | None = None
+        #: Every API method the loaded plugins serve (set by start()).
+        self.methods: list[Method] = []
+        self._grpc: GrpcServer | None = None
         self._metrics: MetricsServer | None = None
         self._lock_fd: int | None = None
         #: Set once our listener owns the socket file; only then may stop() remove it.
@@ -120,10 +123,13 @@ class Server:
                 Path("/proc/self/oom_score_adj").write_text(str(self.config.oom_score))
         await self._init_plugins()
         grpc_cfg = self.config.grpc
-        self._grpc = GrpclibServer(max_recv_message_size=grpc_cfg.max_recv_message_size)
-        for p in self.plugins:
-            if p.ok and p.registration.type == plugin.PluginType.GRPC:
-                p.instance.register(self._grpc)
+        self.methods = [
+            method
+            for p in self.plugins
+            if p.ok and p.registration.type == plugin.PluginType.GRPC
+            for method in p.instance.methods()
+        ]
+        self._grpc = GrpcServer(self.methods, max_recv_message_size=grpc_cfg.max_recv_message_size)
         old = os.umask(0o117)  # the socket is never world-accessible, not even briefly
         try:
             await self._grpc.start(str(self.address))

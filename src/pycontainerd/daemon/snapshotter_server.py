@@ -7,7 +7,7 @@ A daemon configured with ``[proxy_plugins.NAME] type = "snapshot"`` and
 that address then offers it as snapshotter ``NAME``.  As containerd's
 remote snapshotters do, the server ignores the request's ``snapshotter``
 field and knows nothing of namespaces: the daemon's metadata layer scopes
-the keys.  It serves through the daemon's transport and snapshots service,
+the keys.  It serves through the daemon's edge and snapshots service,
 so it is a daemon-side entry point, not part of :mod:`pycontainerd.snapshots`.
 """
 
@@ -22,7 +22,8 @@ import signal
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from pycontainerd.daemon.transport import GrpclibServer
+from pycontainerd.edge.api.snapshots import SnapshotsAPI
+from pycontainerd.edge.grpc_server import GrpcServer
 from pycontainerd.services.snapshots import SnapshotsService
 from pycontainerd.snapshots import Snapshotter
 
@@ -68,9 +69,8 @@ def _make(kind: str, root: Path) -> Snapshotter:
 async def serve(kind: str, root: Path, address: str) -> None:
     """Serve until SIGTERM or SIGINT."""
     sn = _make(kind, root)
-    server = GrpclibServer(max_recv_message_size=MAX_RECV)
-    # The daemon's transport stands in for grpc.aio.Server, as in the daemon.
-    SnapshotsService(_AnyName(sn), None).register(server)  # type: ignore[arg-type]
+    api = SnapshotsAPI(SnapshotsService(_AnyName(sn), None))
+    server = GrpcServer(api.methods(), max_recv_message_size=MAX_RECV)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(address)
     old = os.umask(0o117)

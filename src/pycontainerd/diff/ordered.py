@@ -4,7 +4,7 @@ It holds the configured differs in order of preference
 (``[plugins."io.containerd.service.v1.diff-service"] default = ["walking"]``)
 and hands each request to the first one that does not answer
 NotImplemented, as containerd's ``services/diff/local.go`` does; the gRPC
-service (:mod:`pycontainerd.services.diff`) is a thin adapter over it.
+service (:mod:`pycontainerd.edge.api.diff`) is a thin adapter over it.
 """
 
 from __future__ import annotations

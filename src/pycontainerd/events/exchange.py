@@ -43,13 +43,17 @@ from google.protobuf.message import Message
 from pycontainerd import errdefs, filters, identifiers, namespaces, typeurl
 from pycontainerd.protofields import message_field
 
-__all__ = ["Envelope", "Exchange", "validate_topic"]
+__all__ = ["ZERO_TIME", "Envelope", "Exchange", "validate_topic"]
 
 log = logging.getLogger(__name__)
 
 #: Bytes of envelopes one subscriber may have queued (payload, topic and
 #: namespace, plus :data:`ENVELOPE_OVERHEAD` each).
 MAX_QUEUED_BYTES = 4 << 20
+
+#: Go's zero time: the timestamp of an envelope that carries none, which
+#: Forward refuses as containerd does.
+ZERO_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
 #: Envelopes one subscriber may have queued.
 MAX_QUEUED_EVENTS = 4096
@@ -205,6 +209,8 @@ class Exchange:
     async def forward(self, envelope: Envelope) -> None:
         """Re-broadcast an envelope made elsewhere (a shim, another daemon)."""
         namespaces.validate(envelope.namespace)
+        if envelope.timestamp == ZERO_TIME:
+            raise errdefs.InvalidArgument("timestamp must be set on forwarded event")
         try:
             validate_topic(envelope.topic)
         except errdefs.InvalidArgument as exc:

@@ -1,89 +1,57 @@
-"""containerd.services.containers.v1.Containers."""
+"""The local containers service (containerd's ``containers-service``).
+
+Container records in the namespaced metadata store, and the
+``/containers/*`` events their changes publish.  Every transport reaches
+containers through this class, so a caller in the same process sees the
+events and errors a gRPC client sees.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import grpc
-from google.protobuf import empty_pb2
-
-from pycontainerd import errdefs, namespaces, plugin
+from pycontainerd import errdefs, plugin
 from pycontainerd.api.events import container_pb2 as events_pb
-from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
-from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
-from pycontainerd.containers import RawContainer
+from pycontainerd.containers import Container, RawContainer
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
-from pycontainerd.services._edge import Frames, add_to_server, servicer
-from pycontainerd.wire.containers import from_pb, list_message, list_response, to_pb
 
-#: Containers per write of a ListStream (about 20 KiB of typical records).
-_BATCH = 128
+__all__ = ["ContainersService"]
+
+ID = "containers-service"
 
 
-@servicer("containerd.services.containers.v1.Containers")
-class ContainersService(pb_grpc.ContainersServicer):
+class ContainersService:
     def __init__(self, metadata: Metadata, exchange: Exchange) -> None:
         self._store = metadata.containers
         self._events = exchange
-        # The last unfiltered listing's stream batches, per namespace, kept
-        # while the store hands back the same records (see list_raw).
-        self._streamed: dict[str, tuple[Sequence[RawContainer], list[Frames]]] = {}
 
-    async def Get(self, request: pb.GetContainerRequest, context: Any) -> pb.GetContainerResponse:
-        return pb.GetContainerResponse(container=to_pb(self._store.get(request.id)))
+    def get(self, id: str) -> Container:
+        return self._store.get(id)
 
-    # List and ListStream answer with serialized messages (see register):
-    # records go from the store to the wire without decoding their specs.
+    async def list_raw(self, *filters: str) -> Sequence[RawContainer]:
+        """The records as stored (specs not decoded); the same sequence object
+        again while nothing in the namespace changed."""
+        return await self._store.list_raw(*filters)
 
-    async def List(self, request: pb.ListContainersRequest, context: Any) -> bytes:
-        return list_response(await self._store.list_raw(*request.filters))
-
-    async def ListStream(
-        self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[Frames]:
-        records = await self._store.list_raw(*request.filters)
-        ns = namespaces.required()
-        cached = self._streamed.get(ns)
-        if cached is not None and cached[0] is records:
-            batches = cached[1]
-        else:
-            batches = [
-                Frames(list_message(c) for c in records[start : start + _BATCH])
-                for start in range(0, len(records), _BATCH)
-            ]
-            if not request.filters:
-                self._streamed[ns] = (records, batches)
-        for batch in batches:
-            yield batch
-
-    async def Create(
-        self, request: pb.CreateContainerRequest, context: Any
-    ) -> pb.CreateContainerResponse:
-        created = to_pb(await self._store.create(from_pb(request.container)))
+    async def create(self, container: Container) -> Container:
+        created = await self._store.create(container)
         await self._events.publish(
             "/containers/create",
             events_pb.ContainerCreate(
                 id=created.id,
                 image=created.image,
                 runtime=events_pb.ContainerCreate.Runtime(
-                    name=created.runtime.name,
-                    options=created.runtime.options
-                    if created.runtime.HasField("options")
-                    else None,
+                    name=created.runtime.name, options=created.runtime.options
                 ),
             ),
         )
-        return pb.CreateContainerResponse(container=created)
+        return created
 
-    async def Update(
-        self, request: pb.UpdateContainerRequest, context: Any
-    ) -> pb.UpdateContainerResponse:
-        if not request.container.id:
+    async def update(self, container: Container, *paths: str) -> Container:
+        if not container.id:
             raise errdefs.InvalidArgument("Container.ID required")
-        paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
-        updated = to_pb(await self._store.update(from_pb(request.container), *paths))
+        updated = await self._store.update(container, *paths)
         await self._events.publish(
             "/containers/update",
             events_pb.ContainerUpdate(
@@ -93,31 +61,18 @@ class ContainersService(pb_grpc.ContainersServicer):
                 snapshot_key=updated.snapshot_key,
             ),
         )
-        return pb.UpdateContainerResponse(container=updated)
+        return updated
 
-    async def Delete(self, request: pb.DeleteContainerRequest, context: Any) -> empty_pb2.Empty:
-        await self._store.delete(request.id)
-        await self._events.publish("/containers/delete", events_pb.ContainerDelete(id=request.id))
-        return empty_pb2.Empty()
-
-    def register(self, server: grpc.aio.Server) -> None:
-        add_to_server(
-            server,
-            pb_grpc.add_ContainersServicer_to_server,
-            self,
-            preserialized=("List", "ListStream"),
-        )
-
-
-def _init(ctx: plugin.InitContext) -> ContainersService:
-    return ContainersService(ctx.get(plugin.PluginType.METADATA), ctx.events)
+    async def delete(self, id: str) -> None:
+        await self._store.delete(id)
+        await self._events.publish("/containers/delete", events_pb.ContainerDelete(id=id))
 
 
 plugin.register(
     plugin.Registration(
-        type=plugin.PluginType.GRPC,
-        id="containers",
-        init=_init,
+        type=plugin.PluginType.SERVICE,
+        id=ID,
+        init=lambda ctx: ContainersService(ctx.get(plugin.PluginType.METADATA), ctx.events),
         requires=(plugin.PluginType.METADATA,),
     )
 )

@@ -1,49 +1,46 @@
-"""containerd.services.events.v1.Events: publish, forward, subscribe."""
+"""The local events service: what the Events API does with the exchange.
+
+A client's Publish goes out in its namespace, a Forward is re-broadcast as
+it came (from a shim or another daemon), and a subscription yields the
+envelopes its filters match.  containerd's events service has no local
+plugin of its own; this one exists so that every transport reaches the
+exchange the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
-import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2
 
 from pycontainerd import errdefs, namespaces, plugin
-from pycontainerd.api.services.events.v1 import events_pb2 as pb
-from pycontainerd.api.services.events.v1 import events_pb2_grpc as pb_grpc
-from pycontainerd.events import Exchange
-from pycontainerd.services._edge import servicer
-from pycontainerd.wire import events as wire
+from pycontainerd.events import Envelope, Exchange
+
+__all__ = ["EventsService"]
+
+ID = "events-service"
 
 
-@servicer("containerd.services.events.v1.Events")
-class EventsService(pb_grpc.EventsServicer):
+class EventsService:
     def __init__(self, exchange: Exchange) -> None:
         self._exchange = exchange
 
-    async def Publish(self, request: pb.PublishRequest, context: Any) -> empty_pb2.Empty:
+    async def publish(self, topic: str, event: any_pb2.Any | None) -> None:
+        """Publish a client's event in the namespace of the call."""
         ns = namespaces.required()
-        if not request.HasField("event"):
+        if event is None:
             raise errdefs.InvalidArgument("event must not be empty")
-        await self._exchange.publish(request.topic, request.event, namespace=ns)
-        return empty_pb2.Empty()
+        await self._exchange.publish(topic, event, namespace=ns)
 
-    async def Forward(self, request: pb.ForwardRequest, context: Any) -> empty_pb2.Empty:
-        await self._exchange.forward(wire.from_pb(request.envelope))
-        return empty_pb2.Empty()
+    async def forward(self, envelope: Envelope) -> None:
+        await self._exchange.forward(envelope)
 
-    async def Subscribe(
-        self, request: pb.SubscribeRequest, context: Any
-    ) -> AsyncIterator[pb.Envelope]:
-        async for env in self._exchange.subscribe(list(request.filters)):
-            yield wire.to_pb(env)
-
-    def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_EventsServicer_to_server(self, server)
+    def subscribe(self, filters: Sequence[str]) -> AsyncIterator[Envelope]:
+        return self._exchange.subscribe(filters)
 
 
 plugin.register(
     plugin.Registration(
-        type=plugin.PluginType.GRPC, id="events", init=lambda ctx: EventsService(ctx.events)
+        type=plugin.PluginType.SERVICE, id=ID, init=lambda ctx: EventsService(ctx.events)
     )
 )

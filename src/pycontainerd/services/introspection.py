@@ -1,29 +1,28 @@
-"""containerd.services.introspection.v1.Introspection: plugins and server identity."""
+"""The local introspection service (containerd's ``introspection-service``):
+the plugins as loaded, and the server's identity."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import grpc
-from google.protobuf import empty_pb2
 
 from pycontainerd import errdefs, filters, plugin
-from pycontainerd.api.services.introspection.v1 import introspection_pb2 as pb
-from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc as pb_grpc
-from pycontainerd.services._edge import servicer
-from pycontainerd.wire.introspection import PluginError, PluginInfo, to_pb
+from pycontainerd.wire.introspection import PluginError, PluginInfo
+
+__all__ = ["IntrospectionService", "load_or_create_uuid", "plugin_info"]
+
+ID = "introspection-service"
 
 
 def plugin_info(p: plugin.Plugin) -> PluginInfo:
     err = None
     if p.error is not None:
         if isinstance(p.error, plugin.SkipPlugin):
-            err = PluginError(grpc.StatusCode.UNKNOWN.value[0], f"{p.error}: skip plugin")
+            err = PluginError(errdefs.CODES["UNKNOWN"], f"{p.error}: skip plugin")
         else:
-            code = errdefs.to_grpc_code(p.error).value[0]
+            code = errdefs.CODES[errdefs.code_name(p.error)]
             err = PluginError(code, errdefs.wire_message(p.error))
     return PluginInfo(
         type=p.registration.type,
@@ -59,30 +58,25 @@ def load_or_create_uuid(path: Path) -> str:
     return value
 
 
-@servicer("containerd.services.introspection.v1.Introspection")
-class IntrospectionService(pb_grpc.IntrospectionServicer):
+class IntrospectionService:
     def __init__(self, plugins: plugin.PluginSet, uuid: str) -> None:
         self._plugins = plugins
         self._uuid = uuid
 
-    async def Plugins(self, request: pb.PluginsRequest, context: Any) -> pb.PluginsResponse:
-        flt = await filters.parse_async(request.filters)
-        infos = await filters.select(flt, [plugin_info(p) for p in self._plugins], _adapt)
-        return pb.PluginsResponse(plugins=[to_pb(i) for i in infos])
+    async def plugins(self, *filter_texts: str) -> Sequence[PluginInfo]:
+        flt = await filters.parse_async(filter_texts)
+        return await filters.select(flt, [plugin_info(p) for p in self._plugins], _adapt)
 
-    async def Server(self, request: empty_pb2.Empty, context: Any) -> pb.ServerResponse:
-        return pb.ServerResponse(uuid=self._uuid)
-
-    def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_IntrospectionServicer_to_server(self, server)
+    def server_uuid(self) -> str:
+        return self._uuid
 
 
 def _init(ctx: plugin.InitContext) -> IntrospectionService:
-    return IntrospectionService(ctx.plugins, load_or_create_uuid(ctx.root / "uuid"))
+    # The plugin set is read when asked, so every plugin shows, whatever
+    # loads after this one.  The UUID stays where containerd keeps it, under
+    # the introspection API plugin's root.
+    uuid_file = ctx.root.parent / f"{plugin.PluginType.GRPC}.introspection" / "uuid"
+    return IntrospectionService(ctx.plugins, load_or_create_uuid(uuid_file))
 
 
-plugin.register(
-    plugin.Registration(
-        type=plugin.PluginType.GRPC, id="introspection", init=_init, requires=("*",)
-    )
-)
+plugin.register(plugin.Registration(type=plugin.PluginType.SERVICE, id=ID, init=_init))

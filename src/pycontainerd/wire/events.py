@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pycontainerd.api.services.events.v1 import events_pb2 as pb
-from pycontainerd.events.exchange import Envelope
+from pycontainerd.events.exchange import ZERO_TIME, Envelope
 from pycontainerd.wire._time import from_timestamp
 
 __all__ = ["from_pb", "to_pb"]
@@ -19,5 +17,5 @@ def to_pb(env: Envelope) -> pb.Envelope:
 
 
 def from_pb(msg: pb.Envelope) -> Envelope:
-    ts = from_timestamp(msg.timestamp) if msg.HasField("timestamp") else dt.datetime.now(dt.UTC)
+    ts = from_timestamp(msg.timestamp) if msg.HasField("timestamp") else ZERO_TIME
     return Envelope(timestamp=ts, namespace=msg.namespace, topic=msg.topic, event=msg.event)

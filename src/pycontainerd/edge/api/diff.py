@@ -1,6 +1,4 @@
-"""containerd.services.diff.v1.Diff.
-
-A thin adapter over the diff service plugin
+"""containerd.services.diff.v1.Diff over the local diff service
 (``io.containerd.service.v1.diff-service``, :mod:`pycontainerd.diff.ordered`):
 Apply unpacks a layer blob onto mounts, Diff writes the changes between two
 mount sets into the content store.
@@ -8,28 +6,27 @@ mount sets into the content store.
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from pycontainerd import plugin
 from pycontainerd.api.services.diff.v1 import diff_pb2 as pb
-from pycontainerd.api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from pycontainerd.diff import Differ
 from pycontainerd.diff.ordered import SERVICE_ID
-from pycontainerd.services._edge import servicer
+from pycontainerd.edge import Call, Method, describe
 from pycontainerd.wire.images import descriptor_from_pb, descriptor_to_pb
 from pycontainerd.wire.mounts import list_from_pb
 
-__all__ = ["DiffService"]
+__all__ = ["DiffAPI"]
 
 
-@servicer("containerd.services.diff.v1.Diff")
-class DiffService(pb_grpc.DiffServicer):
+class DiffAPI:
     def __init__(self, differ: Differ) -> None:
         self._differ = differ
 
-    async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplyResponse:
+    def methods(self) -> list[Method]:
+        return describe(
+            pb.DESCRIPTOR.services_by_name["Diff"], {"Apply": self.apply, "Diff": self.diff}
+        )
+
+    async def apply(self, request: pb.ApplyRequest, call: Call) -> pb.ApplyResponse:
         applied = await self._differ.apply(
             descriptor_from_pb(request.diff),
             list_from_pb(request.mounts),
@@ -37,7 +34,7 @@ class DiffService(pb_grpc.DiffServicer):
         )
         return pb.ApplyResponse(applied=descriptor_to_pb(applied))
 
-    async def Diff(self, request: pb.DiffRequest, context: Any) -> pb.DiffResponse:
+    async def diff(self, request: pb.DiffRequest, call: Call) -> pb.DiffResponse:
         desc = await self._differ.compare(
             list_from_pb(request.left),
             list_from_pb(request.right),
@@ -47,13 +44,10 @@ class DiffService(pb_grpc.DiffServicer):
         )
         return pb.DiffResponse(diff=descriptor_to_pb(desc))
 
-    def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_DiffServicer_to_server(self, server)
 
-
-def _init(ctx: plugin.InitContext) -> DiffService:
+def _init(ctx: plugin.InitContext) -> DiffAPI:
     differ: Differ = ctx.plugins.get_by_id(plugin.PluginType.SERVICE, SERVICE_ID)
-    return DiffService(differ)
+    return DiffAPI(differ)
 
 
 plugin.register(
