@@ -155,9 +155,16 @@ def test_update_of_a_field_other_than_labels_is_invalid(ns1: NamespaceStore, pat
     assert ns1.get("ns1").labels == {"a": "b", "keep": "me"}
 
 
-def test_update_of_a_missing_namespace_fails_not_found(store: NamespaceStore) -> None:
-    with pytest.raises(errdefs.NotFound, match='namespace "ghost"'):
-        run(store.update_labels("ghost", {"a": "b"}, ["labels.a"]))
+def test_update_of_a_missing_namespace_creates_it_as_containerd(store: NamespaceStore) -> None:
+    assert run(store.update_labels("ghost", {"a": "b"}, ["labels.a"])).labels == {"a": "b"}
+    assert store.get("ghost").labels == {"a": "b"}
+    # Setting a label to nothing still creates it (containerd sets it, then deletes the key).
+    run(store.update_labels("ghost2", {}, ["labels.x"]))
+    assert store.get("ghost2").labels == {}
+    # Replacing all labels with none creates nothing.
+    run(store.update_labels("ghost3", {}, None))
+    with pytest.raises(errdefs.NotFound):
+        store.get("ghost3")
 
 
 # --- label limits -------------------------------------------------------------------------

@@ -107,7 +107,12 @@ class NamespaceStore:
         self, name: str, new: Mapping[str, str], paths: builtins.list[str] | None
     ) -> Namespace:
         """Apply a field-mask update: no paths or ``labels`` replaces all labels,
-        ``labels.KEY`` sets (or, when absent from ``new``, removes) one key."""
+        ``labels.KEY`` sets (or, when absent from ``new``, removes) one key.
+
+        As containerd's, an update creates a namespace that does not exist:
+        always with paths (containerd sets each label, creating the namespace
+        as it goes), otherwise when it sets any label.
+        """
         namespaces.validate(name)
         for p in paths or []:
             if p != "labels" and not p.startswith("labels."):
@@ -115,9 +120,7 @@ class NamespaceStore:
 
         def tx(conn: sqlite3.Connection) -> Namespace:
             row = conn.execute("SELECT labels FROM namespaces WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise _not_found(name)
-            current: dict[str, str] = json.loads(row[0])
+            current: dict[str, str] = {} if row is None else json.loads(row[0])
             if not paths or "labels" in paths:
                 current = dict(new)
             else:
@@ -128,6 +131,9 @@ class NamespaceStore:
                     else:
                         current.pop(key, None)
             labels.validate_all(current)
+            if row is None and not paths and not current:
+                return Namespace(name, current)  # nothing set: nothing created
+            ensure_namespace(conn, name)
             conn.execute(
                 "UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?",
                 (json.dumps(current, sort_keys=True), time.time(), name),

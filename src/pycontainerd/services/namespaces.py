@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pycontainerd import filters, namespaces, plugin
+from pycontainerd import errdefs, filters, namespaces, plugin
 from pycontainerd.api.events import namespace_pb2 as events_pb
 from pycontainerd.events import Exchange
 from pycontainerd.metadata import Metadata
@@ -34,7 +34,13 @@ class NamespacesService:
         self._events = exchange
 
     def get(self, name: str) -> Namespace:
-        return self._store.get(name)
+        """The namespace, or one with no labels when it does not exist: as
+        containerd answers (Docker Engine reads its namespace this way at
+        start-up, before anything created it)."""
+        try:
+            return self._store.get(name)
+        except errdefs.NotFound:
+            return Namespace(name, {})
 
     async def list(self, *filter_texts: str) -> Sequence[Namespace]:
         flt = await filters.parse_async([f for f in filter_texts if f])
@@ -52,7 +58,8 @@ class NamespacesService:
     async def update(
         self, name: str, labels: Mapping[str, str], paths: Sequence[str] | None
     ) -> Namespace:
-        """Set the labels ``paths`` name (``labels.KEY``, ``labels``), or all when None."""
+        """Set the labels ``paths`` name (``labels.KEY``, ``labels``), or all when
+        None; a namespace that does not exist is created, as by containerd."""
         ns = await self._store.update_labels(
             name, dict(labels), None if paths is None else list(paths)
         )
