@@ -1,8 +1,9 @@
 """One content-store test suite, run against every face of the store.
 
 The same behaviours are proved for the local store on disk, the namespaced
-metadata store over it, our client against our daemon, and — the reference —
-our client against Debian's containerd.  A behaviour that holds for the last
+metadata store over it, our client against our daemon over its socket and
+in-process (the daemon embedded in this process, no socket), and — the
+reference — our client against Debian's containerd.  A behaviour that holds for the last
 face and fails for another is a compatibility bug.
 """
 
@@ -27,6 +28,7 @@ from pycontainerd.content.local import LocalStore, MemoryLabelStore
 from pycontainerd.metadata import Database
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.namespaces import namespace
+from tests.support import inprocess
 
 Body = Callable[[Any], Awaitable[None]]
 
@@ -73,11 +75,23 @@ async def _client(address: str) -> AsyncIterator[Any]:
         yield client.content
 
 
+@contextlib.asynccontextmanager
+async def _inprocess() -> AsyncIterator[Any]:
+    # Our daemon in this process, on this event loop, called without its socket.
+    async with (
+        inprocess.serving() as server,
+        AsyncClient(str(server.address), "suite", timeout=60, channel=server.channel()) as client,
+        client.lease(),
+    ):
+        yield client.content
+
+
 @pytest.fixture(
     params=[
         pytest.param("local", marks=pytest.mark.unit),
         pytest.param("metadata", marks=pytest.mark.unit),
         pytest.param("client", marks=pytest.mark.integration),
+        pytest.param("inprocess", marks=pytest.mark.integration),
         pytest.param("containerd", marks=pytest.mark.interop),
     ]
 )
@@ -87,6 +101,8 @@ def face(request: pytest.FixtureRequest, tmp_path: Path) -> Face:
         return Face(name, lambda: _local(tmp_path))
     if name == "metadata":
         return Face(name, lambda: _metadata(tmp_path))
+    if name == "inprocess":
+        return Face(name, _inprocess)
     fixture = "shared_daemon" if name == "client" else "containerd"
     address = request.getfixturevalue(fixture).address
     return Face(name, lambda: _client(address))

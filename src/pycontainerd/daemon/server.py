@@ -1,7 +1,13 @@
 """The daemon's life: plugins in dependency order, the gRPC server, shutdown.
 
 :class:`Server` is also what tests and embedders use to run a daemon inside
-an existing event loop (``await server.start()`` / ``await server.stop()``).
+an existing event loop (``await server.start()`` / ``await server.stop()``),
+and to call it without its socket::
+
+    async with AsyncClient(namespace="default", channel=server.channel()) as client:
+        print(await client.version())
+
+(:mod:`pycontainerd.daemon.embedded` runs one in a thread for sync programs.)
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pycontainerd.daemon.metrics_http import MetricsServer
 from pycontainerd.daemon.socket import finish_socket, prepare_socket
 from pycontainerd.edge import Method
 from pycontainerd.edge.grpc_server import GrpcServer
+from pycontainerd.edge.inprocess import InProcessChannel
+from pycontainerd.edge.inprocess_sync import SyncInProcessChannel
 from pycontainerd.events import Exchange
 
 __all__ = ["Server", "StartupError"]
@@ -150,6 +158,25 @@ class Server:
             self._metrics = metrics
         log.info("serving...", extra={"address": str(self.address)})
         log.info("containerd successfully booted")
+
+    # --- in-process clients -----------------------------------------------------
+
+    def channel(self) -> InProcessChannel:
+        """A channel to this daemon's methods for an ``AsyncClient`` on the
+        loop that runs it: every call as over the socket, without the socket.
+        Close it (the client does) before stop()."""
+        return InProcessChannel(
+            self.methods,
+            max_server_receive_message_length=self.config.grpc.max_recv_message_size,
+        )
+
+    def sync_channel(self, loop: asyncio.AbstractEventLoop) -> SyncInProcessChannel:
+        """The same for a sync ``Client`` in another thread; ``loop`` runs this daemon."""
+        return SyncInProcessChannel(
+            self.methods,
+            loop,
+            max_server_receive_message_length=self.config.grpc.max_recv_message_size,
+        )
 
     # --- shutdown ------------------------------------------------------------
 

@@ -94,10 +94,14 @@ class Client:
         *,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        channel: grpc.Channel | None = None,
     ) -> None:
+        """Dial ``address``, or call over ``channel`` when one is given: the
+        in-process channel of a daemon this program embeds (see
+        ``Server.client()``).  The client owns its channel: close() closes it."""
         self.address = address
         self.namespace = namespace
-        self._channel = grpc.insecure_channel(
+        self._channel = channel if channel is not None else grpc.insecure_channel(
             channel_target(address),
             options=[
                 ("grpc.max_receive_message_length", 16 << 20),
