@@ -1,10 +1,14 @@
 """The containers service answers List and ListStream with pre-encoded records.
 
 Those bytes skip the protobuf encoder, so check on the wire, with the
-generated stubs, that they say exactly what Get says, message by message.
+generated stubs, that they say exactly what Get says, message by message --
+over the socket, and over the in-process channel, which passes them through.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -14,6 +18,7 @@ from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.client import Client
 from pycontainerd.oci import spec as oci
+from tests.support import inprocess
 from tests.support.daemons import RunningDaemon
 
 pytestmark = pytest.mark.integration
@@ -21,8 +26,32 @@ pytestmark = pytest.mark.integration
 NS = (("containerd-namespace", "svc"),)
 
 
-def test_list_and_list_stream_match_get(daemon: RunningDaemon) -> None:
-    with Client(daemon.address, "svc") as client:
+@dataclass
+class Face:
+    """How a test reaches its daemon: a client, and a channel for the stubs."""
+
+    client: Callable[[str], Client]
+    channel: Callable[[], grpc.Channel]
+
+
+@pytest.fixture(params=["socket", "inprocess"])
+def face(request: pytest.FixtureRequest) -> Iterator[Face]:
+    """A fresh daemon process over its socket, or one in this process over
+    its in-process channel."""
+    if request.param == "socket":
+        daemon: RunningDaemon = request.getfixturevalue("daemon")
+        yield Face(
+            lambda ns: Client(daemon.address, ns),
+            lambda: grpc.insecure_channel(f"unix://{daemon.address}"),
+        )
+        return
+    with inprocess.in_thread() as embedded:
+        address = str(embedded.server.address)
+        yield Face(lambda ns: Client(address, ns, channel=embedded.channel()), embedded.channel)
+
+
+def test_list_and_list_stream_match_get(face: Face) -> None:
+    with face.client("svc") as client:
         client.new_container(
             "a",
             labels={"app": "web", "ü": "ß"},
@@ -31,7 +60,7 @@ def test_list_and_list_stream_match_get(daemon: RunningDaemon) -> None:
             extensions={"x": any_pb2.Any(type_url="ext.v1", value=b"\x00\xff")},
         )
         client.new_container("b", spec=oci.generate("svc", "b"), snapshotter="overlayfs")
-    with grpc.insecure_channel(f"unix://{daemon.address}") as channel:
+    with face.channel() as channel:
         stub = pb_grpc.ContainersStub(channel)
         gets = [stub.Get(pb.GetContainerRequest(id=i), metadata=NS).container for i in "ab"]
         streamed = list(stub.ListStream(pb.ListContainersRequest(), metadata=NS))

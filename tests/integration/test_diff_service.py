@@ -1,6 +1,8 @@
 """The diff service on a real daemon: layers applied onto real directories and
 real overlay mounts, diffs of real trees written into content, bad requests
-refused with typed errors while the daemon keeps serving."""
+refused with typed errors while the daemon keeps serving.  The client tests
+run over the socket and over the in-process channel of a daemon embedded in
+this process."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import zstandard
 from pycontainerd import errdefs, leases
 from pycontainerd import mount as mountlib
 from pycontainerd.client import Client
+from pycontainerd.daemon.embedded import EmbeddedDaemon
 from pycontainerd.diff import (
     LABEL_UNCOMPRESSED,
     MEDIA_TYPE_LAYER,
@@ -29,6 +32,7 @@ from pycontainerd.diff import (
 )
 from pycontainerd.images import Descriptor
 from pycontainerd.mount import Mount
+from tests.support import inprocess
 from tests.support.daemons import VENV_BIN, RunningDaemon
 
 pytestmark = pytest.mark.integration
@@ -56,10 +60,25 @@ def make_layer(entries: Sequence[tuple[str, bytes | None]]) -> bytes:
 LAYER = make_layer([("etc/", None), ("etc/hello", b"hello\n"), ("bin/", None)])
 
 
-@pytest.fixture
-def client(shared_daemon: RunningDaemon) -> Iterator[Client]:
-    """A client in a fresh namespace, under a lease so nothing is collected mid-test."""
-    with Client(shared_daemon.address, f"diff-{uuid.uuid4().hex[:8]}") as c, c.lease():
+@pytest.fixture(scope="module")
+def embedded() -> Iterator[EmbeddedDaemon]:
+    """Our daemon in this process, serving from a thread of its own."""
+    with inprocess.in_thread() as daemon:
+        yield daemon
+
+
+@pytest.fixture(params=["socket", "inprocess"])
+def client(request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A client in a fresh namespace, under a lease so nothing is collected
+    mid-test: of the daemon process over its socket, or of the daemon in this
+    process over its in-process channel."""
+    namespace = f"diff-{uuid.uuid4().hex[:8]}"
+    if request.param == "socket":
+        c = Client(request.getfixturevalue("shared_daemon").address, namespace)
+    else:
+        daemon: EmbeddedDaemon = request.getfixturevalue("embedded")
+        c = Client(str(daemon.server.address), namespace, channel=daemon.channel())
+    with c, c.lease():
         yield c
 
 
@@ -241,9 +260,7 @@ def test_config_default_has_the_diff_service_section() -> None:
     assert '[plugins."io.containerd.service.v1.diff-service"]\n    default = ["walking"]' in out
 
 
-def test_layers_stack_in_overlay_snapshots(
-    client: Client, shared_daemon: RunningDaemon, tmp: Path
-) -> None:
+def test_layers_stack_in_overlay_snapshots(client: Client, tmp: Path) -> None:
     """The unpack sequence: apply into a prepared snapshot, commit, repeat on top."""
     sn = client.snapshot_service("overlayfs")
     first = gzip.compress(make_layer([("etc/", None), ("etc/hello", b"h"), ("etc/x", b"x")]))
@@ -259,7 +276,7 @@ def test_layers_stack_in_overlay_snapshots(
     client.diff.apply(Descriptor(MEDIA_TYPE_LAYER_GZIP, sha(second), len(second)), mounts)
 
     # ctr drives Diff through its own views and lease, and prints the blob.
-    ctr = ["ctr", "-a", shared_daemon.address, "-n", client.namespace, "snapshots"]
+    ctr = ["ctr", "-a", client.address, "-n", client.namespace, "snapshots"]
     out = subprocess.run([*ctr, "diff", "k2"], capture_output=True, check=True, timeout=30).stdout
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(out))) as tf:
         assert sorted(tf.getnames()) == ["etc", "etc/.wh.hello", "new"]

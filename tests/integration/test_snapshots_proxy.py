@@ -4,8 +4,9 @@ by Debian's ctr.
 
 One behaviour suite then runs over every face of the Snapshotter contract:
 the daemon's namespaced overlayfs and native snapshotters and its proxy
-snapshotter through :class:`AsyncClient`, and the serve process directly
-through :class:`ProxySnapshotter` (a core snapshotter, no namespaces).
+snapshotter through :class:`AsyncClient`, over the socket and in-process,
+and the serve process directly through :class:`ProxySnapshotter` (a core
+snapshotter, no namespaces).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pycontainerd.client import AsyncClient
 from pycontainerd.daemon.proxies import ProxySnapshotter
 from pycontainerd.snapshots import Info, Kind, Snapshotter
 from tests.integration._cli import Cli, table
-from tests.support import daemons
+from tests.support import daemons, inprocess
 from tests.unit._meta import run
 
 pytestmark = pytest.mark.integration
@@ -174,6 +175,23 @@ def test_suite_through_the_daemon(faces: tuple[str, str], name: str) -> None:
             await _suite(client.snapshot_service(name), f"{uuid.uuid4().hex[:6]}-")
 
     run(go())
+
+
+@pytest.mark.parametrize("name", ["overlayfs", "native", "myproxy"])
+def test_suite_through_the_daemon_in_process(name: str) -> None:
+    """The same, with the daemon embedded in this process and called without
+    its socket; a serve process of its own (see below) backs its proxy."""
+
+    async def go(config: str) -> None:
+        async with (
+            inprocess.serving(config) as server,
+            AsyncClient(str(server.address), "suite", channel=server.channel()) as client,
+            client.lease(),
+        ):
+            await _suite(client.snapshot_service(name), f"{uuid.uuid4().hex[:6]}-")
+
+    with serving() as (_, sock):
+        run(go(_config(sock)))
 
 
 def test_suite_on_the_serve_process_directly() -> None:
