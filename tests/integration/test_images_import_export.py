@@ -9,12 +9,13 @@ export the same, byte for byte where containerd is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -490,21 +491,41 @@ def test_pyctr_imports_from_stdin(
     assert [r[0] for r in table(ctr("images", "ls").stdout)[1:]] == ["docker.io/library/bb:docker"]
 
 
+@pytest.mark.parametrize("transport", ["socket", "inprocess"])
 def test_async_client_round_trip(
-    ours: daemons.RunningDaemon, archives: dict[str, tuple[Path, set[str]]], tmp_path: Path
+    request: pytest.FixtureRequest,
+    transport: str,
+    archives: dict[str, tuple[Path, set[str]]],
+    tmp_path: Path,
 ) -> None:
-    """The hand-written async client: import, export, rootfs import."""
+    """The hand-written async client: import, export, rootfs import -- over the
+    socket, and over the in-process channel of a daemon in this process."""
     import asyncio
 
     from pycontainerd import namespaces
     from pycontainerd.client import AsyncClient
+    from tests.support import inprocess
 
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "hostname").write_text("async\n")
 
+    address = request.getfixturevalue("ours").address if transport == "socket" else ""
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncClient]:
+        if address:
+            async with AsyncClient(address, "async-client") as c:
+                yield c
+            return
+        async with (
+            inprocess.serving() as server,
+            AsyncClient(str(server.address), "async-client", channel=server.channel()) as c,
+        ):
+            yield c
+
     async def run() -> tuple[list[str], bytes, str]:
-        async with AsyncClient(ours.address, "async-client") as client:
+        async with connect() as client:
             with namespaces.namespace("async-client"), open(archives["multi"][0], "rb") as f:
                 imported = await client.import_archive(f, all_platforms=True)
                 out = io.BytesIO()
