@@ -6,8 +6,10 @@ contexts.  (That a real daemon answers through it as over its socket is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Callable, Coroutine
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -17,6 +19,7 @@ from google.protobuf.wrappers_pb2 import BytesValue, StringValue
 from pycontainerd import errdefs, namespaces
 from pycontainerd.edge import Call, Cardinality, Frames, Method
 from pycontainerd.edge.inprocess import WINDOW, InProcessChannel
+from pycontainerd.edge.inprocess_sync import SyncInProcessChannel
 
 pytestmark = pytest.mark.unit
 
@@ -239,5 +242,70 @@ def test_close_cancels_every_call_and_waits_for_its_method() -> None:
             assert await call.code() == grpc.StatusCode.CANCELLED
         with pytest.raises(grpc.aio.UsageError):
             watch(StringValue())
+
+    run(body)
+
+
+@contextlib.contextmanager
+def loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop serving from a thread, as a daemon embedded in a sync program."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_the_sync_channel_calls_from_another_thread_and_raises_rpc_errors() -> None:
+    async def missing(request: StringValue, call: Call) -> StringValue:
+        raise errdefs.NotFound("nothing here")
+
+    methods = [method("Echo", Cardinality.UNARY, echo), method("Get", Cardinality.UNARY, missing)]
+    with loop_in_thread() as loop, SyncInProcessChannel(methods, loop) as channel:
+        echo_sync = channel.unary_unary(
+            "/test.Svc/Echo", StringValue.SerializeToString, StringValue.FromString
+        )
+        answer = echo_sync(StringValue(value="hi"), metadata=(("containerd-namespace", "n"),))
+        assert answer.value == "hi in n"
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/test.Svc/Get", StringValue.SerializeToString)(StringValue())
+        assert isinstance(info.value, grpc.Call)
+        assert (info.value.code(), info.value.details()) == (
+            grpc.StatusCode.NOT_FOUND,
+            "nothing here: not found",
+        )
+
+
+def test_a_sync_stream_cancelled_from_another_thread_ends_with_cancelled() -> None:
+    started = threading.Event()
+
+    async def forever(request: StringValue, call: Call) -> AsyncIterator[StringValue]:
+        started.set()
+        await asyncio.sleep(30)
+        yield StringValue()
+
+    methods = [method("Watch", Cardinality.SERVER_STREAM, forever)]
+    with loop_in_thread() as loop, SyncInProcessChannel(methods, loop) as channel:
+        stream = channel.unary_stream(
+            "/test.Svc/Watch", StringValue.SerializeToString, StringValue.FromString
+        )(StringValue())
+        started.wait(5)
+        threading.Timer(0.05, stream.cancel).start()
+        with pytest.raises(grpc.RpcError) as info:
+            next(stream)
+        assert info.value.code() == grpc.StatusCode.CANCELLED
+        assert not stream.is_active()
+
+
+def test_the_sync_channel_refuses_the_daemons_own_loop() -> None:
+    async def body() -> None:
+        channel = SyncInProcessChannel([], asyncio.get_running_loop())
+        with pytest.raises(RuntimeError, match="own event loop"):
+            channel.unary_unary("/test.Svc/Echo")(b"")
+        channel.close()
 
     run(body)
