@@ -1,173 +1,96 @@
 """The OCI runtime spec a container runs with, as containerd generates it.
 
-:func:`default_spec` is containerd 1.6's default Linux spec (what
-``oci.WithDefaultSpec()`` builds): root user, the default capability set, the
-standard /proc /dev /sys mounts, the default device cgroup rules, masked and
-read-only paths, and new pid/ipc/uts/mount/network namespaces.  Options are
-plain functions that change the spec in place (``with_process_args("sh")``),
-composed by :func:`generate`.
+:func:`generate` starts from :func:`default_spec` (containerd 1.6's default
+Linux spec, :mod:`pycontainerd.oci.defaults`) and applies options in order
+(:mod:`pycontainerd.oci.opts`, :mod:`~pycontainerd.oci.resources` and
+:mod:`~pycontainerd.oci.security`, all re-exported here, so
+``from pycontainerd.oci import spec as oci`` gives ``oci.generate``,
+``oci.with_env``...).
 
 A spec travels as a ``google.protobuf.Any`` whose type URL is
-:data:`TYPE_URL` and whose value is the spec's JSON (:func:`to_any`).
+:data:`TYPE_URL` and whose value is the spec's JSON (:func:`to_any`),
+with its fields in the order Go's runtime-spec structs declare them and
+map keys sorted, as Go's ``encoding/json`` writes it: byte for byte what
+containerd's client stores.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import any_pb2
 
+from pycontainerd.oci.defaults import (
+    DEFAULT_UNIX_ENV,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    VERSION,
+    Spec,
+    SpecOpt,
+    default_mounts,
+    default_spec,
+    default_unix_devices,
+)
+
+# The options are this module's API too (callers write ``oci.with_env``).
+from pycontainerd.oci.opts import *  # noqa: F403
+from pycontainerd.oci.opts import __all__ as _opts_all
+from pycontainerd.oci.resources import *  # noqa: F403
+from pycontainerd.oci.resources import __all__ as _resources_all
+from pycontainerd.oci.security import *  # noqa: F403
+from pycontainerd.oci.security import __all__ as _security_all
+
 __all__ = [
+    "DEFAULT_UNIX_ENV",
+    "MASKED_PATHS",
+    "READONLY_PATHS",
     "TYPE_URL",
     "VERSION",
+    "Spec",
     "SpecOpt",
+    "canonical",
+    "default_mounts",
     "default_spec",
+    "default_unix_devices",
     "from_any",
     "generate",
     "to_any",
-    "with_add_capabilities",
-    "with_annotations",
-    "with_drop_capabilities",
-    "with_env",
-    "with_host_hosts_file",
-    "with_host_namespace",
-    "with_host_resolvconf",
-    "with_memory_limit",
-    "with_new_privileges",
-    "with_process_args",
-    "with_process_cwd",
-    "with_readonly_rootfs",
-    "with_root_path",
-    "with_tty",
+    "to_json",
+    *_opts_all,
+    *_resources_all,
+    *_security_all,
 ]
 
 TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-#: The runtime-spec version containerd 1.6 writes.
-VERSION = "1.0.2-dev"
-
-Spec = dict[str, Any]
-SpecOpt = Callable[[Spec], None]
-
-_DEFAULT_CAPS = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-
-# (type, major, minor): null, zero, full, tty, random, urandom, tty0..., ptmx.
-_DEFAULT_DEVICES: tuple[tuple[int, int | None], ...] = (
-    (1, 3),
-    (1, 8),
-    (1, 7),
-    (5, 0),
-    (1, 5),
-    (1, 9),
-    (5, 1),
-    (136, None),
-    (5, 2),
-)
-
-_MASKED_PATHS = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-)
-
-_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
-
-def _mount(destination: str, type: str, source: str, options: Sequence[str]) -> dict[str, Any]:
-    return {"destination": destination, "type": type, "source": source, "options": list(options)}
-
-
-def _default_mounts() -> list[dict[str, Any]]:
-    return [
-        _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
-        _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        _mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        ),
-        _mount(
-            "/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
-        ),
-        _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
-        _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-        _mount("/run", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-    ]
-
-
-def _default_devices() -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
-    for major, minor in _DEFAULT_DEVICES:
-        rule: dict[str, Any] = {"allow": True, "type": "c", "major": major}
-        if minor is not None:
-            rule["minor"] = minor
-        rule["access"] = "rwm"
-        rules.append(rule)
-    return rules
-
-
-def default_spec(namespace: str, id: str) -> Spec:
-    """containerd's default Linux spec for container ``id`` in ``namespace``."""
-    return {
-        "ociVersion": VERSION,
-        "process": {
-            "user": {"uid": 0, "gid": 0},
-            "cwd": "/",
-            "capabilities": {
-                "bounding": list(_DEFAULT_CAPS),
-                "effective": list(_DEFAULT_CAPS),
-                "permitted": list(_DEFAULT_CAPS),
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs"},
-        "mounts": _default_mounts(),
-        "linux": {
-            "resources": {"devices": _default_devices()},
-            "cgroupsPath": f"/{namespace}/{id}",
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
-            "maskedPaths": list(_MASKED_PATHS),
-            "readonlyPaths": list(_READONLY_PATHS),
-        },
-    }
 
 
 def generate(namespace: str, id: str, *opts: SpecOpt) -> Spec:
-    """The default spec with ``opts`` applied in order."""
+    """The default spec with ``opts`` applied in order, fields in Go's order."""
     spec = default_spec(namespace, id)
     for opt in opts:
         opt(spec)
-    return spec
+    return canonical(spec)
+
+
+# Go's encoding/json escapes these inside strings (HTML safety, and the two
+# JavaScript line separators); none can occur outside a string in JSON, so
+# replacing them in the whole text touches strings only.
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def to_json(spec: Mapping[str, Any]) -> bytes:
+    """The spec's JSON as Go's ``json.Marshal`` writes it (see the module doc)."""
+    text = json.dumps(canonical(spec), separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_GO_ESCAPES).encode()
 
 
 def to_any(spec: Mapping[str, Any]) -> any_pb2.Any:
     """Pack a spec the way containerd stores it: JSON under :data:`TYPE_URL`."""
-    return any_pb2.Any(type_url=TYPE_URL, value=json.dumps(spec, separators=(",", ":")).encode())
+    return any_pb2.Any(type_url=TYPE_URL, value=to_json(spec))
 
 
 def from_any(value: any_pb2.Any) -> Spec:
@@ -176,155 +99,172 @@ def from_any(value: any_pb2.Any) -> Spec:
 
 
 # --------------------------------------------------------------------------
-# Options
+# Field order: runtime-spec 1.0.2's Go structs.  Each entry names the
+# fields of one struct in declaration order, and the struct each field holds
+# (a list's items for a list).  Unknown fields keep their place after the
+# known ones; ``None`` marks a map, whose keys Go sorts.
+
+_Shape = tuple[tuple[str, ...], Mapping[str, str]]
+
+_SHAPES: dict[str, _Shape] = {
+    "spec": (
+        (
+            "ociVersion",
+            "process",
+            "root",
+            "hostname",
+            "mounts",
+            "hooks",
+            "annotations",
+            "linux",
+            "solaris",
+            "windows",
+            "vm",
+        ),
+        {
+            "process": "process",
+            "root": "root",
+            "mounts": "mount",
+            "annotations": "map",
+            "linux": "linux",
+            "hooks": "hooks",
+        },
+    ),
+    "process": (
+        (
+            "terminal",
+            "consoleSize",
+            "user",
+            "args",
+            "commandLine",
+            "env",
+            "cwd",
+            "capabilities",
+            "rlimits",
+            "noNewPrivileges",
+            "apparmorProfile",
+            "oomScoreAdj",
+            "selinuxLabel",
+        ),
+        {"consoleSize": "box", "user": "user", "capabilities": "caps", "rlimits": "rlimit"},
+    ),
+    "box": (("height", "width"), {}),
+    "user": (("uid", "gid", "umask", "additionalGids", "username"), {}),
+    "caps": (("bounding", "effective", "inheritable", "permitted", "ambient"), {}),
+    "rlimit": (("type", "hard", "soft"), {}),
+    "root": (("path", "readonly"), {}),
+    "mount": (("destination", "type", "source", "options"), {}),
+    "hooks": (
+        ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"),
+        {
+            k: "hook"
+            for k in (
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop",
+            )
+        },
+    ),
+    "hook": (("path", "args", "env", "timeout"), {}),
+    "linux": (
+        (
+            "uidMappings",
+            "gidMappings",
+            "sysctl",
+            "resources",
+            "cgroupsPath",
+            "namespaces",
+            "devices",
+            "seccomp",
+            "rootfsPropagation",
+            "maskedPaths",
+            "readonlyPaths",
+            "mountLabel",
+            "intelRdt",
+            "personality",
+        ),
+        {
+            "uidMappings": "idmap",
+            "gidMappings": "idmap",
+            "sysctl": "map",
+            "resources": "resources",
+            "namespaces": "namespace",
+            "devices": "device",
+            "seccomp": "seccomp",
+            "intelRdt": "rdt",
+        },
+    ),
+    "idmap": (("containerID", "hostID", "size"), {}),
+    "namespace": (("type", "path"), {}),
+    "device": (("path", "type", "major", "minor", "fileMode", "uid", "gid"), {}),
+    "resources": (
+        (
+            "devices",
+            "memory",
+            "cpu",
+            "pids",
+            "blockIO",
+            "hugepageLimits",
+            "network",
+            "rdma",
+            "unified",
+        ),
+        {"devices": "devcg", "memory": "memory", "cpu": "cpu", "pids": "pids", "unified": "map"},
+    ),
+    "devcg": (("allow", "type", "major", "minor", "access"), {}),
+    "memory": (
+        (
+            "limit",
+            "reservation",
+            "swap",
+            "kernel",
+            "kernelTCP",
+            "swappiness",
+            "disableOOMKiller",
+            "useHierarchy",
+        ),
+        {},
+    ),
+    "cpu": (("shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems"), {}),
+    "pids": (("limit",), {}),
+    "rdt": (("closID", "l3CacheSchema", "memBwSchema"), {}),
+    "seccomp": (
+        (
+            "defaultAction",
+            "defaultErrnoRet",
+            "architectures",
+            "flags",
+            "listenerPath",
+            "listenerMetadata",
+            "syscalls",
+        ),
+        {"syscalls": "syscall"},
+    ),
+    "syscall": (("names", "action", "errnoRet", "args"), {"args": "scarg"}),
+    "scarg": (("index", "value", "valueTwo", "op"), {}),
+}
 
 
-def _process(spec: Spec) -> dict[str, Any]:
-    process: dict[str, Any] = spec.setdefault("process", {})
-    return process
+def _ordered(value: Any, shape: str) -> Any:
+    if isinstance(value, list):
+        return [_ordered(item, shape) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if shape == "map":
+        return {key: value[key] for key in sorted(value)}
+    fields, children = _SHAPES[shape]
+    known = [key for key in fields if key in value]
+    rest = [key for key in value if key not in fields]
+    return {
+        key: _ordered(value[key], children[key]) if key in children else value[key]
+        for key in known + rest
+    }
 
 
-def _ordered_process(spec: Spec, key: str, value: Any) -> None:
-    """Set a process field keeping runtime-spec's field order (terminal first...)."""
-    order = (
-        "terminal",
-        "consoleSize",
-        "user",
-        "args",
-        "commandLine",
-        "env",
-        "cwd",
-        "capabilities",
-        "rlimits",
-        "noNewPrivileges",
-    )
-    process = _process(spec)
-    process[key] = value
-    known = [k for k in order if k in process]
-    rest = [k for k in process if k not in order]
-    spec["process"] = {k: process[k] for k in known + rest}
-
-
-def with_process_args(*args: str) -> SpecOpt:
-    return lambda spec: _ordered_process(spec, "args", list(args))
-
-
-def with_process_cwd(cwd: str) -> SpecOpt:
-    return lambda spec: _ordered_process(spec, "cwd", cwd)
-
-
-def with_env(env: Iterable[str]) -> SpecOpt:
-    """Add ``KEY=value`` entries, replacing entries with the same key."""
-    items = list(env)
-
-    def opt(spec: Spec) -> None:
-        if not items:
-            return
-        current: list[str] = list(_process(spec).get("env") or [])
-        for item in items:
-            key = item.split("=", 1)[0]
-            current = [e for e in current if e.split("=", 1)[0] != key]
-            current.append(item)
-        _ordered_process(spec, "env", current)
-
-    return opt
-
-
-def with_tty(spec: Spec) -> None:
-    """Give the process a terminal (and ``TERM=xterm``)."""
-    _ordered_process(spec, "terminal", True)
-    with_env(["TERM=xterm"])(spec)
-
-
-def with_root_path(path: str) -> SpecOpt:
-    def opt(spec: Spec) -> None:
-        root = spec.setdefault("root", {})
-        root["path"] = path
-
-    return opt
-
-
-def with_readonly_rootfs(spec: Spec) -> None:
-    spec.setdefault("root", {})["readonly"] = True
-
-
-def with_annotations(annotations: Mapping[str, str]) -> SpecOpt:
-    def opt(spec: Spec) -> None:
-        if not annotations:
-            return
-        current = spec.get("annotations") or {}
-        current.update(annotations)
-        items = list(spec.items())
-        if "annotations" not in spec:
-            # runtime-spec puts annotations after mounts, before linux.
-            at = next((i for i, (k, _) in enumerate(items) if k == "linux"), len(items))
-            items.insert(at, ("annotations", current))
-            spec.clear()
-            spec.update(items)
-        else:
-            spec["annotations"] = current
-
-    return opt
-
-
-def with_host_namespace(kind: str) -> SpecOpt:
-    """Share the host's namespace of ``kind`` (``network``, ``pid``...)."""
-
-    def opt(spec: Spec) -> None:
-        linux = spec.setdefault("linux", {})
-        linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != kind]
-
-    return opt
-
-
-def with_host_hosts_file(spec: Spec) -> None:
-    spec.setdefault("mounts", []).append(
-        _mount("/etc/hosts", "bind", "/etc/hosts", ["rbind", "ro"])
-    )
-
-
-def with_host_resolvconf(spec: Spec) -> None:
-    spec.setdefault("mounts", []).append(
-        _mount("/etc/resolv.conf", "bind", "/etc/resolv.conf", ["rbind", "ro"])
-    )
-
-
-def with_new_privileges(spec: Spec) -> None:
-    """Let the process gain privileges (drops ``noNewPrivileges``)."""
-    _process(spec).pop("noNewPrivileges", None)
-
-
-def with_memory_limit(limit: int) -> SpecOpt:
-    def opt(spec: Spec) -> None:
-        resources = spec.setdefault("linux", {}).setdefault("resources", {})
-        resources.setdefault("memory", {})["limit"] = limit
-
-    return opt
-
-
-def _caps(spec: Spec) -> dict[str, list[str]]:
-    caps: dict[str, list[str]] = _process(spec).setdefault("capabilities", {})
-    return caps
-
-
-def with_add_capabilities(names: Iterable[str]) -> SpecOpt:
-    wanted = list(names)
-
-    def opt(spec: Spec) -> None:
-        caps = _caps(spec)
-        for key in ("bounding", "effective", "permitted"):
-            current = caps.setdefault(key, [])
-            current.extend(c for c in wanted if c not in current)
-
-    return opt
-
-
-def with_drop_capabilities(names: Iterable[str]) -> SpecOpt:
-    dropped = set(names)
-
-    def opt(spec: Spec) -> None:
-        caps = _caps(spec)
-        for key in ("bounding", "effective", "permitted"):
-            caps[key] = [c for c in caps.get(key, []) if c not in dropped]
-
-    return opt
+def canonical(spec: Mapping[str, Any]) -> Spec:
+    """A copy of ``spec`` with its fields in Go's order (see the module doc)."""
+    result: Spec = _ordered(dict(spec), "spec")
+    return result
