@@ -219,6 +219,36 @@ CASES = [
         ],
         command=("sh",),
     ),
+    # The default seccomp profile follows the capabilities set before it.
+    Case("seccomp", ["--seccomp"], lambda r: [*_root(r), oci.with_default_seccomp]),
+    Case(
+        "seccomp-with-caps",
+        [
+            "--seccomp",
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+            "--cap-add",
+            "CAP_SYS_PTRACE",
+            "--cap-drop",
+            "CAP_SYS_CHROOT",
+        ],  # fmt: skip
+        lambda r: [
+            *_root(r),
+            oci.with_add_capabilities(["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"]),
+            oci.with_drop_capabilities(["CAP_SYS_CHROOT"]),
+            oci.with_default_seccomp,
+        ],
+    ),
+    Case(
+        "seccomp-privileged",
+        ["--seccomp", "--privileged"],
+        lambda r: [
+            *_root(r),
+            oci.with_privileged,
+            oci.with_privileged_devices,
+            oci.with_default_seccomp,
+        ],
+    ),
     # ctr run: --cpu-shares defaults to 1024 there, so every run spec has it.
     Case(
         "cpus",

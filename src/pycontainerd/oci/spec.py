@@ -2,8 +2,9 @@
 
 :func:`generate` starts from :func:`default_spec` (containerd 1.6's default
 Linux spec, :mod:`pycontainerd.oci.defaults`) and applies options in order
-(:mod:`pycontainerd.oci.opts`, :mod:`~pycontainerd.oci.resources` and
-:mod:`~pycontainerd.oci.security`, all re-exported here, so
+(:mod:`pycontainerd.oci.opts`, :mod:`~pycontainerd.oci.resources`,
+:mod:`~pycontainerd.oci.security` and the default seccomp profile of
+:mod:`~pycontainerd.oci.seccomp`, all re-exported here, so
 ``from pycontainerd.oci import spec as oci`` gives ``oci.generate``,
 ``oci.with_env``...).
 
@@ -39,6 +40,7 @@ from pycontainerd.oci.opts import *  # noqa: F403
 from pycontainerd.oci.opts import __all__ as _opts_all
 from pycontainerd.oci.resources import *  # noqa: F403
 from pycontainerd.oci.resources import __all__ as _resources_all
+from pycontainerd.oci.seccomp import with_default_seccomp
 from pycontainerd.oci.security import *  # noqa: F403
 from pycontainerd.oci.security import __all__ as _security_all
 
@@ -58,6 +60,7 @@ __all__ = [
     "generate",
     "to_any",
     "to_json",
+    "with_default_seccomp",
     *_opts_all,
     *_resources_all,
     *_security_all,
