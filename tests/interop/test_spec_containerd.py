@@ -249,6 +249,11 @@ CASES = [
             oci.with_default_seccomp,
         ],
     ),
+    Case(
+        "apparmor-profile",
+        ["--apparmor-profile", "some-loaded-profile"],
+        lambda r: [*_root(r), oci.with_apparmor_profile("some-loaded-profile")],
+    ),
     # ctr run: --cpu-shares defaults to 1024 there, so every run spec has it.
     Case(
         "cpus",
