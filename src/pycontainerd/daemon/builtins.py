@@ -35,6 +35,8 @@ MODULES = (
     "pycontainerd.edge.api.diff",
     "pycontainerd.edge.api.events",
     "pycontainerd.edge.api.introspection",
+    # ... and over ttrpc (io.containerd.ttrpc.v1), for the shims.
+    "pycontainerd.edge.api.ttrpc_events",
 )
 
 

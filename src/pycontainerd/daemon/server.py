@@ -37,6 +37,7 @@ from pycontainerd.edge import Method
 from pycontainerd.edge.grpc_server import GrpcServer
 from pycontainerd.edge.inprocess import InProcessChannel
 from pycontainerd.edge.inprocess_sync import SyncInProcessChannel
+from pycontainerd.edge.ttrpc_server import TtrpcServer
 from pycontainerd.events import Exchange
 
 __all__ = ["Server", "StartupError"]
@@ -54,15 +55,19 @@ class Server:
         self.root = Path(config.root)
         self.state = Path(config.state)
         self.address = Path(config.grpc.address)
+        #: Where shims reach the daemon (``[ttrpc] address``; by default beside the gRPC socket).
+        self.ttrpc_address = Path(config.ttrpc.address or f"{config.grpc.address}.ttrpc")
         self.plugins = plugin.PluginSet()
         self.events = Exchange()
         #: Every API method the loaded plugins serve (set by start()).
         self.methods: list[Method] = []
         self._grpc: GrpcServer | None = None
+        self._ttrpc: TtrpcServer | None = None
         self._metrics: MetricsServer | None = None
         self._lock_fd: int | None = None
         #: Set once our listener owns the socket file; only then may stop() remove it.
         self._bound = False
+        self._ttrpc_bound = False
 
     # --- start-up ------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class Server:
                 config=self._plugin_config(reg),
                 plugins=self.plugins,
                 grpc_address=str(self.address),
-                ttrpc_address=self.config.ttrpc.address or f"{self.address}.ttrpc",
+                ttrpc_address=str(self.ttrpc_address),
                 events=self.events,
             )
             p = await plugin.initialise(reg, ctx)
@@ -123,6 +128,7 @@ class Server:
         self._lock_root()
         try:
             prepare_socket(self.address)
+            prepare_socket(self.ttrpc_address)
         except Exception as exc:
             raise StartupError(str(exc)) from None
         raise_open_file_limit()
@@ -147,6 +153,7 @@ class Server:
         finally:
             os.umask(old)
         finish_socket(self.address, grpc_cfg.uid, grpc_cfg.gid)
+        await self._start_ttrpc()
         if self.config.metrics.address:
             address = self.config.metrics.address
             try:
@@ -158,6 +165,28 @@ class Server:
             self._metrics = metrics
         log.info("serving...", extra={"address": str(self.address)})
         log.info("containerd successfully booted")
+
+    async def _start_ttrpc(self) -> None:
+        """The ttrpc listener, with every loaded io.containerd.ttrpc.v1 plugin's methods."""
+        methods = [
+            method
+            for p in self.plugins
+            if p.ok and p.registration.type == plugin.PluginType.TTRPC
+            for method in p.instance.methods()
+        ]
+        self._ttrpc = TtrpcServer(methods)
+        old = os.umask(0o117)
+        try:
+            await self._ttrpc.start(str(self.ttrpc_address))
+            self._ttrpc_bound = True
+        except OSError as exc:
+            raise StartupError(
+                f"{self.ttrpc_address}: cannot listen: {exc.strerror or exc}"
+            ) from None
+        finally:
+            os.umask(old)
+        ttrpc_cfg = self.config.ttrpc
+        finish_socket(self.ttrpc_address, ttrpc_cfg.uid, ttrpc_cfg.gid)
 
     # --- in-process clients -----------------------------------------------------
 
@@ -186,6 +215,9 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None
+        if self._ttrpc is not None:
+            await self._ttrpc.stop(grace)
+            self._ttrpc = None
         for p in reversed(list(self.plugins)):
             if p.ok and p.instance is not None:
                 try:
@@ -199,6 +231,10 @@ class Server:
                 self.address.unlink()
             self._bound = False
             log.info("stopped")
+        if self._ttrpc_bound:
+            with contextlib.suppress(FileNotFoundError):
+                self.ttrpc_address.unlink()
+            self._ttrpc_bound = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

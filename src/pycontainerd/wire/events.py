@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pycontainerd.api.services.events.v1 import events_pb2 as pb
+from pycontainerd.api.services.ttrpc.events.v1 import events_pb2 as ttrpc_pb
 from pycontainerd.events.exchange import ZERO_TIME, Envelope
 from pycontainerd.wire._time import from_timestamp
 
@@ -16,6 +17,7 @@ def to_pb(env: Envelope) -> pb.Envelope:
     return msg
 
 
-def from_pb(msg: pb.Envelope) -> Envelope:
+def from_pb(msg: pb.Envelope | ttrpc_pb.Envelope) -> Envelope:
+    """An envelope of the gRPC events API, or of the ttrpc one (same fields)."""
     ts = from_timestamp(msg.timestamp) if msg.HasField("timestamp") else ZERO_TIME
     return Envelope(timestamp=ts, namespace=msg.namespace, topic=msg.topic, event=msg.event)
