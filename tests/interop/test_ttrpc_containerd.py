@@ -3,7 +3,8 @@ ttrpc peers against ours.
 
 containerd 1.6's ``containerd publish`` speaks gRPC (it sends the HTTP/2
 preface to ``--address`` and calls Events/Publish), so it is no ttrpc
-client.  The Go ttrpc client here is the runc shim, ``containerd-shim-runc-v2``:
+client; it is checked against our gRPC socket here all the same.  The Go
+ttrpc client here is the runc shim, ``containerd-shim-runc-v2``:
 its event publisher forwards every task event to ``$TTRPC_ADDRESS`` over
 ttrpc.  Run against our daemon, it is also a Go ttrpc *server* our client
 calls (containerd.task.v2.Task) to make those events happen.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pycontainerd import namespaces, ttrpc
+from pycontainerd import namespaces, ttrpc, typeurl
 from pycontainerd.api.events import task_pb2
 from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.client import AsyncClient
@@ -35,7 +36,12 @@ from pycontainerd.events.exchange import Envelope
 from pycontainerd.ttrpc import _wire as wire
 from pycontainerd.typeurl import unmarshal_any
 from tests.support.daemons import RunningDaemon
-from tests.support.ttrpc_events import EVENTS, forward_request, ttrpc_forward
+from tests.support.ttrpc_events import (
+    EVENTS,
+    forward_request,
+    forward_until_seen,
+    ttrpc_forward,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -147,6 +153,35 @@ def test_crafted_frames_get_the_answers_containerds_ttrpc_gives(
     ours = answers(shared_daemon.address)
     assert ours[:5] == theirs[:5]
     assert ours[5][:2] == theirs[5][:2]
+
+
+# --- containerd publish -> our daemon (gRPC, not ttrpc) -----------------------------------
+
+
+def test_containerd_publish_reaches_our_daemon_over_grpc(daemon: RunningDaemon) -> None:
+    # What 1.6's publish does: Events/Publish over gRPC at --address itself
+    # (it never dials <address>.ttrpc).
+    data = typeurl.marshal_any(task_pb2.TaskOOM(container_id="oom")).SerializeToString()
+
+    async def publish() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "containerd",
+            "--address",
+            daemon.address,
+            "publish",
+            "--topic",
+            "/x/y",
+            "--namespace",
+            "default",
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        _, err = await proc.communicate(data)
+        assert proc.returncode == 0, err
+
+    env = asyncio.run(forward_until_seen(daemon.address, publish, 'topic=="/x/y"'))
+    assert (env.namespace, env.topic) == ("default", "/x/y")
+    assert unmarshal_any(env.event) == task_pb2.TaskOOM(container_id="oom")
 
 
 # --- Go's shim (ttrpc client and server) <-> our daemon -----------------------------------

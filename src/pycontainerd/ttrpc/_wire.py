@@ -202,6 +202,8 @@ class Response:
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _BYTE[value]
     value &= _MASK64
     out = bytearray()
     while value > 0x7F:
@@ -211,11 +213,17 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | _BYTES) + _varint(len(data)) + data
+    # Every field here has a one-byte tag (numbers below 16).
+    return _BYTE[number << 3 | _BYTES] + _varint(len(data)) + data
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(buf) and buf[pos] < 0x80:
+        return buf[pos], pos + 1
     result = 0
     shift = 0
     end = len(buf)
