@@ -247,11 +247,14 @@ def go_shim(daemon: RunningDaemon, namespace: str, task_id: str) -> Iterator[tup
         with contextlib.suppress(OSError):
             os.read(log_fd, 1 << 20)
         os.close(log_fd)
+        runc_root = Path("/run/containerd/runc") / namespace
         subprocess.run(
-            ["runc", "--root", f"/run/containerd/runc/{namespace}", "delete", "-f", task_id],
+            ["runc", "--root", str(runc_root), "delete", "-f", task_id],
             capture_output=True,
             check=False,
         )
+        with contextlib.suppress(OSError):
+            runc_root.rmdir()  # the shim's runc made it for this test's namespace
 
 
 def test_containerds_shim_forwards_its_task_events_to_our_daemon(daemon: RunningDaemon) -> None:
