@@ -56,8 +56,9 @@ test-integration: deps $(STAMP)
 	$(VENV)/bin/pytest -q -m "integration or interop"
 
 # The long fuzz pass: FUZZ_MINUTES of hypothesis (tar reader and applier,
-# filter language, live daemon request decoding, small parsers) and, when it
-# installs, atheris; `make test` runs the short pass of the same targets.
+# filter language, live daemon request decoding, HTTP/2 frame parser, small
+# parsers) and, when it installs, atheris; `make test` runs the short pass
+# of the same targets.
 FUZZ_MINUTES ?= 10
 
 fuzz: deps $(STAMP)

@@ -58,6 +58,8 @@ WEIGHTS: dict[str, float] = {
     "manifest-decode": 0.75,
     "daemon-messages": 4.5,
     "daemon-bytes": 1.5,
+    "http2-frames": 2,
+    "http2-bytes": 0.5,
 }
 
 #: Inputs tried, per target, in this session.

@@ -9,7 +9,7 @@ calls the local service, and returns or yields response messages.  The
 descriptions are built from the generated service descriptors
 (:func:`describe`), so names, types and cardinalities are containerd's.
 
-Transports -- the grpclib server (:mod:`pycontainerd.edge.grpc_server`), the
+Transports -- the gRPC server (:mod:`pycontainerd.edge.grpc_server`), the
 in-process channel (:mod:`pycontainerd.edge.inprocess`) and, with the
 runtime, ttrpc -- decode bytes with :func:`decode_request` and run the call
 through :func:`unary` or :func:`stream`.  Those take the namespace and lease
