@@ -14,6 +14,7 @@ MODULES = (
     "pycontainerd.gc.scheduler",
     "pycontainerd.diff.walking",
     "pycontainerd.diff.ordered",
+    "pycontainerd.runtime.manager",
     # The local services (io.containerd.service.v1) ...
     "pycontainerd.services.namespaces",
     "pycontainerd.services.containers",
@@ -21,6 +22,7 @@ MODULES = (
     "pycontainerd.services.leases",
     "pycontainerd.services.content",
     "pycontainerd.services.snapshots",
+    "pycontainerd.services.tasks",
     "pycontainerd.services.events",
     "pycontainerd.services.introspection",
     # ... and containerd's API over them (io.containerd.grpc.v1).
@@ -32,6 +34,7 @@ MODULES = (
     "pycontainerd.edge.api.leases",
     "pycontainerd.edge.api.content",
     "pycontainerd.edge.api.snapshots",
+    "pycontainerd.edge.api.tasks",
     "pycontainerd.edge.api.diff",
     "pycontainerd.edge.api.events",
     "pycontainerd.edge.api.introspection",

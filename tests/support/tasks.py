@@ -1,0 +1,181 @@
+"""Tasks on our daemon, for tests: a busybox image with the applets tests
+run, a daemon whose runtime runs a given shim, and a cleanup that leaves no
+shim, container process, mount or runc state behind, even when a test fails.
+
+Until our shim lands, ``io.containerd.runc.v2`` maps to Debian's Go shim
+(``/usr/bin/containerd-shim-runc-v2``), which keeps its runc state under
+``/run/containerd/runc/<namespace>``: every test uses a namespace of its own
+and :func:`reap` removes that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from tests.support import daemons
+
+GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
+RUNC_STATE = Path("/run/containerd/runc")
+IMAGE = "docker.io/library/tasks:test"
+APPLETS = ("sh", "echo", "sleep", "pwd", "cat", "env", "tty", "true")
+
+
+def go_shim_config(runtime: str = "io.containerd.runc.v2") -> str:
+    return (
+        "version = 2\n"
+        f'[plugins."io.containerd.runtime.v2.task".runtimes."{runtime}"]\n'
+        f'  shim = "{GO_SHIM}"\n'
+    )
+
+
+def busybox_layer() -> bytes:
+    """A root filesystem: /bin/busybox and its applets as symlinks."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("bin", "etc", "tmp"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755 if name != "tmp" else 0o1777
+            tar.addfile(info)
+        data = Path("/bin/busybox").read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buf.getvalue()
+
+
+def namespace() -> str:
+    return f"tasks-{uuid.uuid4().hex[:8]}"
+
+
+def shim_pids(address: str) -> list[int]:
+    """The pids of the shims serving our daemon at ``address``."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        shim = os.path.basename(argv[0]).startswith(b"containerd-shim-")
+        if shim and b"-address" in argv and os.fsencode(address) in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def reap(address: str, namespaces: list[str], base: Path | None = None) -> None:
+    """Kill what a test left running: shims of our daemon, their containers
+    (``runc delete -f``), the namespaces' runc state directories, and the
+    mounts left under ``base`` (the rootfs of a bundle nobody deleted)."""
+    for pid in shim_pids(address):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for ns in namespaces:
+        root = RUNC_STATE / ns
+        if not root.is_dir():
+            continue
+        for state in root.iterdir():
+            subprocess.run(
+                ["runc", "--root", str(root), "delete", "-f", state.name],
+                capture_output=True,
+                check=False,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+    if base is not None:
+        prefix = str(base) + "/"
+        points = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(prefix)
+        ]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+@dataclass
+class Daemon:
+    """Our daemon on ``base``, which a test may kill and start again."""
+
+    base: Path
+    config: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.base / "pcd.sock")
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state" / "io.containerd.runtime.v2.task"
+
+    def start(self) -> None:
+        args = daemons.pycontainerd_args(self.base, self.address, config=self.config)
+        log = open(self.base / "daemon.log", "ab")  # noqa: SIM115 -- the child holds it
+        try:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        daemons.wait_serving(self.address, self.process, self.base / "daemon.log")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is closed or cleaned up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            daemons.stop(self.process)
+
+    def logs(self) -> str:
+        return (self.base / "daemon.log").read_text(errors="replace")
+
+    def wait(self, ns: str, container_id: str, timeout: float = 20) -> tasks_pb2.WaitResponse:
+        """The Tasks/Wait call (ctr 1.6 has no ``task wait`` command)."""
+        with grpc.insecure_channel(f"unix://{self.address}") as channel:
+            response: tasks_pb2.WaitResponse = tasks_pb2_grpc.TasksStub(channel).Wait(
+                tasks_pb2.WaitRequest(container_id=container_id),
+                metadata=[("containerd-namespace", ns)],
+                timeout=timeout,
+            )
+            return response
+
+
+@contextlib.contextmanager
+def daemon(config: str, namespaces: list[str]) -> Iterator[Daemon]:
+    """A daemon (started) on a temp base; on exit every task of
+    ``namespaces`` is reaped, the daemon stopped and the base removed."""
+    with daemons.temp_base("pcdt-") as base:
+        d = Daemon(base, config)
+        try:
+            d.start()
+            yield d
+        finally:
+            d.stop()
+            reap(d.address, namespaces, base)
+
+
+def wait_for(predicate: object, timeout: float = 10, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s")
+        time.sleep(interval)
