@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from pycontainerd import errdefs, ttrpc
+from pycontainerd.api.events import task_pb2
 from pycontainerd.daemon.config import decode
+from pycontainerd.events import Exchange
+from pycontainerd.runtime import IO, State, Status
 from pycontainerd.runtime.binary import Resolver, binary_name, socket_path
 from pycontainerd.runtime.bundle import load_bundle, new_bundle
-from pycontainerd.runtime.manager import OUR_SHIM, RuntimeConfig
+from pycontainerd.runtime.manager import (
+    OUR_SHIM,
+    SHIM_PUBLISH_RETRY_WINDOW,
+    RuntimeConfig,
+    TaskManager,
+)
 from pycontainerd.runtime.shim import from_status
+from pycontainerd.typeurl import unmarshal_any
 
 BAD_IDS = ["", "..", "../escape", "a/b", ".hidden", "x" * 77, "sp ace", "/abs"]
 
@@ -185,3 +196,62 @@ def test_a_shims_error_status_becomes_our_typed_error(
     err = from_status(ttrpc.StatusError(code, message))
     assert type(err) is cls
     assert err.message == text
+
+
+# --- exits that happened while the daemon was down ---------------------------------------
+
+
+async def _exits_seen(
+    tmp_path: Path, exited_ago: float, shim_delivers: bool, listen: float
+) -> list[int]:
+    """Restore's report of a task found STOPPED that exited ``exited_ago``
+    seconds ago: the exit statuses subscribers see in ``listen`` seconds."""
+
+    exchange = Exchange()
+    manager = TaskManager(
+        tmp_path / "root",
+        tmp_path / "state",
+        resolver=Resolver({}),
+        exchange=exchange,
+        grpc_address="",
+        ttrpc_address="",
+        publish_binary="",
+    )
+    exited_at = time.time_ns() - int(exited_ago * 1e9)
+    state = State("web", 42, Status.STOPPED, IO(), 7, exited_at)
+    task = type("Task", (), {"namespace": "prod", "id": "web"})()
+    seen: list[int] = []
+
+    async def listen_all() -> None:
+        async for env in exchange.subscribe(['topic=="/tasks/exit"']):
+            seen.append(unmarshal_any(env.event).exit_status)
+
+    listener = asyncio.ensure_future(listen_all())
+    while exchange.subscriber_count == 0:
+        await asyncio.sleep(0)
+    await manager._report_exit_while_down(task, state)  # type: ignore[arg-type]
+    if shim_delivers:
+        event = task_pb2.TaskExit(container_id="web", id="web", pid=42, exit_status=7)
+        await exchange.publish("/tasks/exit", event, namespace="prod")
+    await asyncio.sleep(listen)
+    listener.cancel()
+    await manager.close()
+    assert listen < SHIM_PUBLISH_RETRY_WINDOW
+    return seen
+
+
+def test_an_exit_long_ago_is_published_at_once(tmp_path: Path) -> None:
+
+    assert asyncio.run(_exits_seen(tmp_path, 60, shim_delivers=False, listen=0.1)) == [7]
+
+
+def test_an_exit_the_shim_still_delivers_is_not_published_again(tmp_path: Path) -> None:
+
+    ago = SHIM_PUBLISH_RETRY_WINDOW - 0.5
+    assert asyncio.run(_exits_seen(tmp_path, ago, shim_delivers=True, listen=1.0)) == [7]
+
+
+def test_an_exit_the_shim_gave_up_on_is_published_after_its_retry_window(tmp_path: Path) -> None:
+
+    ago = SHIM_PUBLISH_RETRY_WINDOW - 0.3
+    assert asyncio.run(_exits_seen(tmp_path, ago, shim_delivers=False, listen=0.8)) == [7]
