@@ -66,7 +66,7 @@ def test_metrics_count_the_calls_made_with_their_status_codes(
         for _ in range(3):
             client.version()
         with pytest.raises(errdefs.NotFound):
-            client.namespaces.get("no-such-namespace")
+            client.namespaces.delete("no-such-namespace")
 
     status, content_type, text = get(port, "/v1/metrics")
     assert status == 200
@@ -74,8 +74,8 @@ def test_metrics_count_the_calls_made_with_their_status_codes(
     assert "# TYPE grpc_server_handled_total counter" in text
     ok_before = handled(before, VERSION_SERVICE, "Version", "OK")
     assert handled(text, VERSION_SERVICE, "Version", "OK") == ok_before + 3
-    missing_before = handled(before, NAMESPACES_SERVICE, "Get", "NotFound")
-    assert handled(text, NAMESPACES_SERVICE, "Get", "NotFound") == missing_before + 1
+    missing_before = handled(before, NAMESPACES_SERVICE, "Delete", "NotFound")
+    assert handled(text, NAMESPACES_SERVICE, "Delete", "NotFound") == missing_before + 1
 
 
 def test_metrics_record_latency_per_method(
