@@ -32,6 +32,8 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "plugins", "plugins", "Provides information about the daemon's plugins.", ("plugin",)
     ),
+    LazyCommand("run", "run", "Run a container."),
     LazyCommand("snapshots", "snapshots", "Manage snapshots.", ("snapshot",)),
+    LazyCommand("tasks", "tasks", "Manage tasks.", ("t", "task")),
     LazyCommand("version", "version", "Print the client and server versions."),
 )

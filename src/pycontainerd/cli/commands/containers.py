@@ -11,9 +11,9 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from google.protobuf import any_pb2
@@ -27,6 +27,7 @@ from pycontainerd.client import Client
 from pycontainerd.client._sync.containers import (
     DEFAULT_RUNTIME,
     AnyContainerOpt,
+    Container,
     with_image,
     with_new_snapshot,
     with_snapshotter,
@@ -35,7 +36,16 @@ from pycontainerd.client._sync.image import Image
 from pycontainerd.images.unpack import LABEL_STOP_SIGNAL
 from pycontainerd.oci import spec as oci
 
-__all__ = ["command", "info_json"]
+__all__ = [
+    "command",
+    "container_flags",
+    "info_json",
+    "new_container",
+    "parse_mount",
+    "run_flags",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("pycontainerd.cli")
 
@@ -54,34 +64,96 @@ def _env_file(path: str) -> list[str]:
     return [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
 
 
+def container_flags(f: F) -> F:
+    """The flags ``containers create`` and ``run`` share (ctr's ContainerFlags)."""
+    options = [
+        click.option(
+            "--snapshotter", envvar="CONTAINERD_SNAPSHOTTER", default="", help="Snapshotter name."
+        ),
+        click.option(
+            "--snapshotter-label",
+            multiple=True,
+            help="Label for the container's new snapshot (foo=bar); repeatable.",
+        ),
+        click.option(
+            "--config", "-c", "config_path", default="", help="Path to a runtime spec file."
+        ),
+        click.option("--cwd", default="", help="Working directory of the process."),
+        click.option("--env", multiple=True, help="Environment variable (FOO=bar); repeatable."),
+        click.option("--env-file", default="", help="File of environment variables, one a line."),
+        click.option("--label", multiple=True, help="Container label (foo=bar); repeatable."),
+        click.option("--annotation", multiple=True, help="OCI annotation (foo=bar); repeatable."),
+        click.option(
+            "--mount",
+            multiple=True,
+            help="Additional mount (type=bind,src=/tmp,dst=/host,options=rbind:ro); repeatable.",
+        ),
+        click.option("--net-host", is_flag=True, help="Use the host's network."),
+        click.option("--privileged", is_flag=True, help="Run a privileged container."),
+        click.option("--read-only", is_flag=True, help="Make the root filesystem read-only."),
+        click.option(
+            "--runtime", default=DEFAULT_RUNTIME, show_default=True, help="Runtime name."
+        ),
+        click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container."),
+        click.option(
+            "--with-ns",
+            multiple=True,
+            help="Join an existing Linux namespace (nstype:path); repeatable.",
+        ),
+        click.option("--allow-new-privs", is_flag=True, help="Turn off NoNewPrivileges."),
+        click.option("--memory-limit", type=int, default=0, help="Memory limit in bytes."),
+        click.option("--cpu-quota", type=int, default=-1, help="CFS CPU quota (microseconds)."),
+        click.option("--cpu-period", type=int, default=0, help="CFS CPU period (microseconds)."),
+        click.option("--device", multiple=True, help="Host device (or tree) to add; repeatable."),
+        click.option("--rootfs-propagation", default="", help="Propagation of the rootfs."),
+        click.option("--cap-add", multiple=True, help="Add a capability (CAP_...); repeatable."),
+        click.option("--cap-drop", multiple=True, help="Drop a capability (CAP_...); repeatable."),
+        click.option(
+            "--rootfs", is_flag=True, help="Use a root filesystem directory, not an image."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def run_flags(f: F) -> F:
+    """The flags only ``run`` has (ctr's platformRunFlags), on top of the shared ones."""
+    options = [
+        click.option("--cgroup", default=None, help='Cgroup path ("" for none).'),
+        click.option(
+            "--uidmap",
+            default="",
+            metavar="container-uid:host-uid:length",
+            help="Run in a user namespace with this UID mapping.",
+        ),
+        click.option(
+            "--gidmap",
+            default="",
+            metavar="container-gid:host-gid:length",
+            help="Run in a user namespace with this GID mapping.",
+        ),
+        click.option("--cpus", type=float, default=0.0, help="CFS CPU quota, in CPUs."),
+        click.option(
+            "--cpu-shares", type=int, default=1024, show_default=True, help="CPU shares."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return container_flags(f)
+
+
 @command.command("create", context_settings=_ARGS_AFTER_FIRST)
-@click.option(
-    "--snapshotter", envvar="CONTAINERD_SNAPSHOTTER", default="", help="Snapshotter name."
-)
-@click.option(
-    "--snapshotter-label",
-    multiple=True,
-    help="Label for the container's new snapshot (foo=bar); repeatable.",
-)
-@click.option("--config", "-c", "config_path", default="", help="Path to a runtime spec file.")
-@click.option("--cwd", default="", help="Working directory of the process.")
-@click.option("--env", multiple=True, help="Environment variable (FOO=bar); repeatable.")
-@click.option("--env-file", default="", help="File of environment variables, one a line.")
-@click.option("--label", multiple=True, help="Container label (foo=bar); repeatable.")
-@click.option("--annotation", multiple=True, help="OCI annotation (foo=bar); repeatable.")
-@click.option("--net-host", is_flag=True, help="Use the host's network.")
-@click.option("--read-only", is_flag=True, help="Make the root filesystem read-only.")
-@click.option("--runtime", default=DEFAULT_RUNTIME, show_default=True, help="Runtime name.")
-@click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container.")
-@click.option("--allow-new-privs", is_flag=True, help="Turn off NoNewPrivileges.")
-@click.option("--memory-limit", type=int, default=0, help="Memory limit in bytes.")
-@click.option("--cap-add", multiple=True, help="Add a capability (CAP_...); repeatable.")
-@click.option("--cap-drop", multiple=True, help="Drop a capability (CAP_...); repeatable.")
-@click.option("--rootfs", is_flag=True, help="Use a root filesystem directory, not an image.")
+@container_flags
 @click.argument("args", nargs=-1, metavar="IMAGE|ROOTFS CONTAINER [COMMAND] [ARG...]")
 @pass_globals
 def create(g: Globals, /, args: tuple[str, ...], **opts: Any) -> None:
     """Create a container (its record and OCI spec; no task is started)."""
+    new_container(g, args, opts)
+
+
+def new_container(g: Globals, args: tuple[str, ...], opts: dict[str, Any]) -> Container:
+    """The container ``containers create`` and ``run`` make from their flags."""
     if opts["config_path"]:
         if len(args) > 1:
             raise errdefs.InvalidArgument(
@@ -113,7 +185,7 @@ def create(g: Globals, /, args: tuple[str, ...], **opts: Any) -> None:
     options = (
         typeurl.marshal_any(runc_options.Options()) if runtime == "io.containerd.runc.v2" else None
     )
-    client.new_container(
+    return client.new_container(
         id,
         *container_opts,
         labels=record_labels,
@@ -161,6 +233,31 @@ def _valid_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
+_NAMESPACE_TYPES = ("pid", "network", "uts", "mount", "user", "ipc", "cgroup")
+
+
+def parse_mount(text: str) -> dict[str, Any]:
+    """ctr's ``--mount``: ``type=bind,src=/tmp,dst=/host,options=rbind:ro`` (CSV)."""
+    import csv
+
+    mount: dict[str, Any] = {}
+    for field in next(csv.reader([text]), []):
+        key, sep, value = field.partition("=")
+        if not sep:
+            raise errdefs.InvalidArgument("invalid mount specification: expected key=val")
+        if key == "type":
+            mount["type"] = value
+        elif key in ("source", "src"):
+            mount["source"] = value
+        elif key in ("destination", "dst"):
+            mount["destination"] = value
+        elif key == "options":
+            mount["options"] = value.split(":")
+        else:
+            raise errdefs.InvalidArgument(f"mount option {errdefs.q(key)} not supported")
+    return mount
+
+
 def _spec_opts(
     root: oci.SpecOpt,
     process_args: tuple[str, ...],
@@ -173,7 +270,12 @@ def _spec_opts(
     if opts["env_file"]:
         result.append(oci.with_env(_env_file(opts["env_file"])))
     result.append(oci.with_env(opts["env"]))
+    result.append(oci.with_mounts([parse_mount(m) for m in opts["mount"]]))
     result.append(root)
+    if opts.get("uidmap") and opts.get("gidmap"):
+        uid_map = oci.parse_id_mapping(opts["uidmap"])
+        gid_map = oci.parse_id_mapping(opts["gidmap"])
+        result.append(oci.with_user_namespace([uid_map], [gid_map]))
     if opts["read_only"]:
         result.append(oci.with_readonly_rootfs)
     if process_args:
@@ -182,6 +284,8 @@ def _spec_opts(
         result.append(oci.with_process_cwd(opts["cwd"]))
     if opts["tty"]:
         result.append(oci.with_tty)
+    if opts["privileged"]:
+        result += [oci.with_privileged, oci.with_all_devices_allowed, oci.with_host_devices]
     if opts["net_host"]:
         result += [
             oci.with_host_namespace("network"),
@@ -189,10 +293,36 @@ def _spec_opts(
             oci.with_host_resolvconf,
             oci.with_env([f"HOSTNAME={os.uname().nodename}"]),
         ]
+    cpus = opts.get("cpus", 0.0)
+    if cpus > 0:
+        result.append(oci.with_cpu_cfs(int(cpus * 100000.0), 100000))
+    if opts.get("cpu_shares", 0) > 0:
+        result.append(oci.with_cpu_shares(opts["cpu_shares"]))
+    if opts["cpu_quota"] != -1 or opts["cpu_period"] != 0:
+        if cpus > 0:
+            raise errdefs.InvalidArgument("cpus and quota/period should be used separately")
+        result.append(oci.with_cpu_cfs(opts["cpu_quota"], opts["cpu_period"]))
+    for joined in opts["with_ns"]:
+        kind, sep, path = joined.partition(":")
+        if not sep or ":" in path:
+            raise errdefs.InvalidArgument(
+                "joining a Linux namespace using --with-ns requires the format 'nstype:path'"
+            )
+        if kind not in _NAMESPACE_TYPES:
+            raise errdefs.InvalidArgument(
+                f"the Linux namespace type specified in --with-ns is not valid: {kind}"
+            )
+        result.append(oci.with_linux_namespace(kind, path))
     if opts["allow_new_privs"]:
         result.append(oci.with_new_privileges)
+    if opts.get("cgroup") is not None:
+        result.append(oci.with_cgroup(opts["cgroup"]))
     if opts["memory_limit"]:
         result.append(oci.with_memory_limit(opts["memory_limit"]))
+    for device in opts["device"]:
+        result.append(oci.with_devices(device, "", "rwm"))
+    if opts["rootfs_propagation"]:
+        result.append(oci.with_rootfs_propagation(opts["rootfs_propagation"]))
     if opts["cap_add"]:
         result.append(oci.with_add_capabilities(opts["cap_add"]))
     if opts["cap_drop"]:

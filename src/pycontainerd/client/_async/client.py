@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pycontainerd.client._async.leases import AsyncLeases, AsyncLeaseScope
     from pycontainerd.client._async.namespaces import AsyncNamespaces
     from pycontainerd.client._async.snapshots import AsyncSnapshotService
+    from pycontainerd.client._async.task import AsyncTasks
     from pycontainerd.images import Image as ImageRecord
     from pycontainerd.images.archive_import import RefTranslator
     from pycontainerd.wire.introspection import PluginInfo
@@ -135,6 +136,12 @@ class AsyncClient:
         from pycontainerd.client._async.containers import AsyncContainers
 
         return AsyncContainers(self._call)
+
+    @functools.cached_property
+    def tasks(self) -> AsyncTasks:
+        from pycontainerd.client._async.task import AsyncTasks
+
+        return AsyncTasks(self._call)
 
     @functools.cached_property
     def images(self) -> AsyncImages:

@@ -22,7 +22,7 @@ import builtins
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -36,7 +36,10 @@ from pycontainerd.oci import spec as oci_spec
 from pycontainerd.wire import containers as wire
 
 if TYPE_CHECKING:
+    from pycontainerd import cio
     from pycontainerd.client._async.client import AsyncClient, _Call
+    from pycontainerd.client._async.task import AsyncTask
+    from pycontainerd.mount import Mount
 
 __all__ = [
     "DEFAULT_RUNTIME",
@@ -268,12 +271,56 @@ class AsyncContainer:
         self._record = await self._store.update(record)
         return self._record
 
+    async def new_task(
+        self,
+        io_creator: cio.Creator,
+        *,
+        options: Any = None,
+        rootfs: Sequence[Mount] = (),
+        checkpoint: Any = None,
+        runtime_path: str = "",
+    ) -> AsyncTask:
+        """Create the container's task (created, not started) with IO from
+        ``io_creator`` (:mod:`pycontainerd.cio`: ``new_creator(stdout=buf)``,
+        ``stdio()``, ``null_io``, ``log_file(path)``...).
+
+        The root filesystem is the container's snapshot's mounts, then
+        ``rootfs``; ``options`` are the runtime's create options (a message
+        or an Any), ``checkpoint`` a checkpoint descriptor to restore from.
+        """
+        from pycontainerd.client._async.task import new_task
+
+        return await new_task(
+            self._client,
+            self,
+            io_creator,
+            options=options,
+            rootfs=rootfs,
+            checkpoint=checkpoint,
+            runtime_path=runtime_path,
+        )
+
+    async def task(self, io_attach: cio.Attach | None = None) -> AsyncTask:
+        """The container's task (NotFound if none), reattached to its FIFOs
+        with ``io_attach`` when given (``cio.new_attach(stdout=...)``)."""
+        from pycontainerd.client._async.task import load_task
+
+        return await load_task(self._client, self, io_attach)
+
     async def delete(self, *, cleanup_snapshot: bool = False) -> None:
         """Delete the record; with ``cleanup_snapshot`` its snapshot first.
 
         As containerd's ``WithSnapshotCleanup``: a snapshot already gone is
-        fine, and the record is only deleted once the snapshot is.
+        fine, and the record is only deleted once the snapshot is.  A
+        container whose task exists is not deleted (FailedPrecondition), as
+        containerd's client refuses it.
         """
+        from pycontainerd.client._async.task import load_task
+
+        # NotImplemented: a daemon without a tasks service has no tasks.
+        with contextlib.suppress(errdefs.NotFound, errdefs.NotImplemented):
+            await load_task(self._client, self)
+            raise errdefs.FailedPrecondition(f"cannot delete running task {self.id}")
         if cleanup_snapshot:
             record = await self.info()
             if record.snapshot_key:

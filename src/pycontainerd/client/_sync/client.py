@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pycontainerd.client._sync.leases import Leases, LeaseScope
     from pycontainerd.client._sync.namespaces import Namespaces
     from pycontainerd.client._sync.snapshots import SnapshotService
+    from pycontainerd.client._sync.task import Tasks
     from pycontainerd.images import Image as ImageRecord
     from pycontainerd.images.archive_import import RefTranslator
     from pycontainerd.wire.introspection import PluginInfo
@@ -136,6 +137,12 @@ class Client:
         from pycontainerd.client._sync.containers import Containers
 
         return Containers(self._call)
+
+    @functools.cached_property
+    def tasks(self) -> Tasks:
+        from pycontainerd.client._sync.task import Tasks
+
+        return Tasks(self._call)
 
     @functools.cached_property
     def images(self) -> Images:
