@@ -156,17 +156,21 @@ def ctr(real: daemons.RunningDaemon, archive: Path) -> Iterator[Ctr]:
         for leftover in (path, path + ".lock", path + ".log"):
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
-        runc_root = Path(shim_main.RUNC_ROOT) / namespace
-        if runc_root.is_dir():
-            for state in runc_root.iterdir():
-                subprocess.run(
-                    ["runc", "--root", str(runc_root), "delete", "-f", state.name],
-                    capture_output=True,
-                    check=False,
-                )
-            with contextlib.suppress(OSError):
-                runc_root.rmdir()
+        _remove_runc_root(namespace)
         client("namespaces", "rm", namespace, check=False)
+
+
+def _remove_runc_root(namespace: str) -> None:
+    runc_root = Path(shim_main.RUNC_ROOT) / namespace
+    if runc_root.is_dir():
+        for state in runc_root.iterdir():
+            subprocess.run(
+                ["runc", "--root", str(runc_root), "delete", "-f", state.name],
+                capture_output=True,
+                check=False,
+            )
+        with contextlib.suppress(OSError):
+            runc_root.rmdir()
 
 
 def _wait_for(predicate: object, timeout: float = 15) -> None:
@@ -197,6 +201,80 @@ def test_stderr_and_stdout_reach_ctr_separately(ctr: Ctr) -> None:
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
 
 
+@contextlib.contextmanager
+def ctr_events(ctr: Ctr) -> Iterator[list[str]]:
+    """``ctr events`` while the block runs; its lines (topics of ctr's namespace) after."""
+    lines: list[str] = []
+    proc = subprocess.Popen(["ctr", "-a", ctr.address, "events"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)  # subscribed
+        yield lines
+        time.sleep(0.3)  # the last events forwarded
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(10)
+        lines += [line for line in out.splitlines() if f" {ctr.namespace} " in line]
+
+
+def _topics(lines: list[str]) -> list[str]:
+    """The topic of each ``ctr events`` line (``DATE TIME ZONE UTC NAMESPACE TOPIC JSON``)."""
+    return [line.split()[5] for line in lines if len(line.split()) > 5]
+
+
+def test_the_shim_forwards_its_task_events_to_containerd(ctr: Ctr) -> None:
+    with ctr_events(ctr) as lines:
+        ctr("run", "--rm", "--runtime", RUNTIME, IMAGE, "evented", "true")
+    topics = [t for t in _topics(lines) if t.startswith("/tasks/")]
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], lines
+
+
+def test_log_uri_file_gets_both_streams_and_null_io_gets_none(ctr: Ctr, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "c.log"
+    ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--log-uri",
+        f"file://{log}",
+        IMAGE,
+        "logged",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+    )
+    assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
+    quiet = ctr("run", "--rm", "--runtime", RUNTIME, "--null-io", IMAGE, "quiet", "echo", "lost")
+    assert quiet.stdout == ""
+
+
+def test_a_terminal_reaches_ctr_through_the_console_socket(ctr: Ctr) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("script(1) provides ctr its tty here")
+    command = (
+        f"ctr -a {ctr.address} -n {ctr.namespace} run --rm -t --runtime {RUNTIME} {IMAGE} "
+        "term sh -c 'test -t 0 && test -t 1 && echo on-a-tty'"
+    )
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout
+    assert b"on-a-tty" in result.stdout
+
+
+def test_checkpoint_without_criu_is_a_clear_error(ctr: Ctr) -> None:
+    if shutil.which("criu") is not None:
+        pytest.skip("CRIU is installed here")
+    ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "frozen", "sleep", "600")
+    result = ctr("task", "checkpoint", "frozen", check=False)
+    assert result.returncode != 0
+    assert "CRIU (criu) is not installed" in result.stderr
+    assert ctr.task_status("frozen") == "RUNNING"
+
+
 def test_a_detached_task_execs_pauses_resumes_reports_and_dies(ctr: Ctr) -> None:
     ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "web", "sleep", "600")
     assert ctr.task_status("web") == "RUNNING"
@@ -215,10 +293,12 @@ def test_a_detached_task_execs_pauses_resumes_reports_and_dies(ctr: Ctr) -> None
     assert exec_result.stdout == "from-exec\n"
     assert exec_result.returncode == 4
 
-    ctr("task", "pause", "web")
-    assert ctr.task_status("web") == "PAUSED"
-    ctr("task", "resume", "web")
-    assert ctr.task_status("web") == "RUNNING"
+    with ctr_events(ctr) as lines:
+        ctr("task", "pause", "web")
+        assert ctr.task_status("web") == "PAUSED"
+        ctr("task", "resume", "web")
+        assert ctr.task_status("web") == "RUNNING"
+    assert _topics(lines) == ["/tasks/paused", "/tasks/resumed"], lines
 
     ps = ctr("task", "ps", "web").stdout.splitlines()
     assert ps[0].split()[:2] == ["PID", "INFO"]
@@ -253,3 +333,55 @@ def test_a_killed_shim_server_leaves_its_tasks_exited_and_nothing_hangs(
     ctr("containers", "rm", "doomed")
     # And the namespace gets a new server for its next container.
     assert ctr("run", "--rm", "--runtime", RUNTIME, IMAGE, "after", "echo", "ok").stdout == "ok\n"
+
+
+def test_containers_outlive_a_containerd_restart(archive: Path) -> None:
+    """containerd goes away and comes back on the same state: the task is
+    still running, its shim still answers, and it can be exec'd and killed."""
+    with daemons.temp_base("ctdrs-") as base:
+        address = str(base / "c.sock")
+        env = {**os.environ, "PATH": f"{daemons.VENV_BIN}:{os.environ.get('PATH', '')}"}
+        log = base / "containerd.log"
+
+        def launch() -> subprocess.Popen[bytes]:
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(
+                    daemons.containerd_args(base, address),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            daemons.wait_serving(address, proc, log)
+            return proc
+
+        namespace = f"shim-{uuid.uuid4().hex[:8]}"
+        ctr = Ctr(address, namespace)
+        proc = launch()
+        try:
+            ctr("images", "import", str(archive))
+            ctr("run", "-d", "--runtime", RUNTIME, IMAGE, "survivor", "sleep", "600")
+            pid = ctr("task", "ls").stdout.splitlines()[1].split()[1]
+            daemons.stop(proc)
+            assert Path(f"/proc/{pid}").exists()
+            proc = launch()
+            assert ctr.task_status("survivor") == "RUNNING"
+            assert (
+                ctr("task", "exec", "--exec-id", "again", "survivor", "echo", "still-here").stdout
+                == "still-here\n"
+            )
+            ctr("task", "kill", "-s", "SIGKILL", "survivor")
+            _wait_for(lambda: ctr.task_status("survivor") == "STOPPED")
+            ctr("task", "rm", "survivor")
+            ctr("containers", "rm", "survivor")
+        finally:
+            for line in ctr("task", "ls", check=False).stdout.splitlines()[1:]:
+                ctr("task", "rm", "-f", line.split()[0], check=False)
+            daemons.stop(proc)
+            for shim in _our_shims(address):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(shim, signal.SIGKILL)
+            _remove_runc_root(namespace)
+            path = shim_main.socket_path(address, namespace, "")
+            for leftover in (path, path + ".lock", path + ".log"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
