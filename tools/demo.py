@@ -107,6 +107,9 @@ def main() -> int:
         print(events.communicate(timeout=5)[0], end="")
         if shutil.which("ctr"):
             step("containerd's own ctr talks to us too", "ctr", "-a", sock, "version")
+        step("and, last, a container runs and greets you (its exit code is pyctr's)",
+             pyctr, "run", "--rm", "docker.io/library/demo-busybox:latest", "greeter",
+             "echo", "Hello from a container run by pycontainerd!", env=env)
         return 0
     finally:
         code = stop(proc)
