@@ -4,8 +4,9 @@
 
 Runs the hypothesis targets of ``tests/fuzz`` (the tar reader and applier,
 the filter language, the live daemon's request decoding, the HTTP/2 frame
-parser, the small parsers) with ``FUZZ_SECONDS`` set, then, when atheris imports, the coverage-guided
-targets of :mod:`tests.fuzz.atheris_fuzz` for their share of the time.  At
+parser, the small parsers) with ``FUZZ_SECONDS`` set, then, when atheris
+imports, the coverage-guided targets of :mod:`tests.fuzz.atheris_fuzz` for
+their share of the time.  At
 the end it prints the inputs each target tried and exits non-zero if any
 target found something; findings are in pytest's output (with the input,
 and ``@reproduce_failure`` to replay it) and, for atheris, in the crash

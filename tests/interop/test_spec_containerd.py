@@ -231,7 +231,7 @@ CASES = [
             "CAP_SYS_PTRACE",
             "--cap-drop",
             "CAP_SYS_CHROOT",
-        ],  # fmt: skip
+        ],
         lambda r: [
             *_root(r),
             oci.with_add_capabilities(["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"]),
