@@ -115,6 +115,9 @@ class Container:
     execs: dict[str, Process] = field(default_factory=dict)
     cgroup: Cgroup | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: While a Start runs, exits wait here: the start event goes out first
+    #: (a process may exit before ``runc start`` has returned).
+    held_exits: list[Message] | None = None
 
     def process(self, exec_id: str) -> Process:
         if not exec_id:
@@ -204,16 +207,17 @@ class TaskService:
             task = asyncio.ensure_future(self._kill_all(container))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        self._publish(
-            container,
-            events.TaskExit(
-                container_id=container.id,
-                id=process.id,
-                pid=process.pid,
-                exit_status=status,
-                exited_at=_timestamp(time_ns),
-            ),
+        exit_event = events.TaskExit(
+            container_id=container.id,
+            id=process.id,
+            pid=process.pid,
+            exit_status=status,
+            exited_at=_timestamp(time_ns),
         )
+        if container.held_exits is not None:
+            container.held_exits.append(exit_event)
+        else:
+            self._publish(container, exit_event)
 
     async def _kill_all(self, container: Container) -> None:
         with contextlib.suppress(RuncError):
@@ -353,24 +357,26 @@ class TaskService:
             process = container.process(request.exec_id)
             if process.status != CREATED or process.exited.is_set():
                 raise _precondition(f"process {process.id} is not in the created state")
-            if not process.exec_id:
-                try:
-                    await container.runc.start(container.id)
-                except RuncError as exc:
-                    raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
-                if not process.exited.is_set():
-                    process.status = RUNNING
-                self._publish(
-                    container, events.TaskStart(container_id=container.id, pid=process.pid)
-                )
-            else:
-                await self._start_exec(container, process)
-                self._publish(
-                    container,
-                    events.TaskExecStarted(
+            container.held_exits = []
+            try:
+                if not process.exec_id:
+                    try:
+                        await container.runc.start(container.id)
+                    except RuncError as exc:
+                        raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
+                    if not process.exited.is_set():
+                        process.status = RUNNING
+                    started: Message = events.TaskStart(container_id=container.id, pid=process.pid)
+                else:
+                    await self._start_exec(container, process)
+                    started = events.TaskExecStarted(
                         container_id=container.id, exec_id=process.exec_id, pid=process.pid
-                    ),
-                )
+                    )
+                self._publish(container, started)
+            finally:
+                held, container.held_exits = container.held_exits, None
+                for event in held:
+                    self._publish(container, event)
         return shim_pb2.StartResponse(pid=process.pid)
 
     async def _start_exec(self, container: Container, process: Process) -> None:

@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.buffer.write(delete(flags))
             sys.stdout.flush()
         elif action == "":
+            # asyncio imports ssl if it can, mapping OpenSSL (4-5 MB of RSS in
+            # every server); the shim speaks only unix sockets.
+            sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
             from pycontainerd.shim.server import serve
 
             serve(flags)

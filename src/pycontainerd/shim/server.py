@@ -7,7 +7,8 @@ on it, and forwards task events to ``$TTRPC_ADDRESS``.
 
 It stays while it holds containers.  Once it holds none it lingers
 :data:`IDLE_SECONDS` (``PYCONTAINERD_SHIM_IDLE_SECONDS``), so that the
-next ``ctr run`` finds it warm, then unlinks its socket -- from then on a
+next ``ctr run`` finds it warm -- or less, if its daemon's socket is gone --
+then unlinks its socket -- from then on a
 ``start`` spawns a new server -- and leaves; a Create that reaches it in
 that last instant is refused ``UNAVAILABLE``.
 
@@ -24,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from pycontainerd import ttrpc
 from pycontainerd.shim._publisher import Publisher
@@ -35,15 +37,23 @@ log = logging.getLogger("pycontainerd.shim")
 
 #: How long a server with no containers waits for the next one.
 IDLE_SECONDS = float(os.environ.get("PYCONTAINERD_SHIM_IDLE_SECONDS", "300"))
+#: How often an empty server looks for its daemon's socket.
+DAEMON_CHECK_SECONDS = 2.0
 #: The listening socket ``start`` passes.
 LISTEN_FD = 3
 
 
 class _Lifetime:
-    def __init__(self, idle: float) -> None:
+    """Ends the server once it has been empty ``idle`` seconds, or at once
+    when it is empty and its daemon's socket is gone (the daemon was
+    removed, as after a test: no container of ours is left to wait for)."""
+
+    def __init__(self, idle: float, daemon_socket: str) -> None:
         self.idle = idle
+        self.daemon_socket = daemon_socket
         self.done = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     def busy(self) -> None:
         if self._timer is not None:
@@ -52,7 +62,17 @@ class _Lifetime:
 
     def empty(self) -> None:
         if self._timer is None and not self.done.is_set():
-            self._timer = asyncio.get_running_loop().call_later(self.idle, self.done.set)
+            self._deadline = time.monotonic() + self.idle
+            self._tick()
+
+    def _tick(self) -> None:
+        gone = bool(self.daemon_socket) and not os.path.exists(self.daemon_socket)
+        if gone or time.monotonic() >= self._deadline:
+            self._timer = None
+            self.done.set()
+            return
+        delay = min(DAEMON_CHECK_SECONDS, max(0.0, self._deadline - time.monotonic()))
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
 
 async def _serve(flags: dict[str, str]) -> None:
@@ -60,7 +80,8 @@ async def _serve(flags: dict[str, str]) -> None:
     listener = socket.socket(fileno=LISTEN_FD)
     listener.set_inheritable(False)
     path = listener.getsockname()
-    lifetime = _Lifetime(IDLE_SECONDS)
+    daemon_socket = flags.get("address", "").removeprefix("unix://")
+    lifetime = _Lifetime(IDLE_SECONDS, daemon_socket)
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""))
     service = TaskService(
         namespace=flags.get("namespace", ""),
