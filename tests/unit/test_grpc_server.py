@@ -57,6 +57,17 @@ async def batches(request: Bytes, call: Call) -> AsyncIterator[Any]:
     yield b"\x0a" + bytes([len(request.value)]) + request.value
 
 
+ENDED: list[str] = []
+
+
+async def forever(request: Bytes, call: Call) -> AsyncIterator[Any]:
+    try:
+        yield b"\x0a\x01a"
+        await asyncio.sleep(60)
+    finally:
+        ENDED.append("forever")
+
+
 def method(name: str, handler: Any, cardinality: Cardinality = Cardinality.UNARY) -> Method:
     return Method(
         name=f"/test.v1.Test/{name}",
@@ -64,7 +75,7 @@ def method(name: str, handler: Any, cardinality: Cardinality = Cardinality.UNARY
         response=Bytes,
         cardinality=cardinality,
         handler=handler,
-        preserialized=name == "Batches",
+        preserialized=name in ("Batches", "Forever"),
     )
 
 
@@ -74,6 +85,7 @@ METHODS = [
     method("Sleep", sleep),
     method("Count", count, Cardinality.CLIENT_STREAM),
     method("Batches", batches, Cardinality.SERVER_STREAM),
+    method("Forever", forever, Cardinality.SERVER_STREAM),
 ]
 
 
@@ -354,6 +366,32 @@ def test_frames_of_a_server_stream_go_out_in_one_data_write_each() -> None:
             grpc_message(b"\x0a\x01d"),
         ]
         assert status_of(blocks) == (0, "")
+
+    run(test)
+
+
+@pytest.mark.parametrize("how", ["reset", "gone"])
+def test_a_long_server_stream_ends_when_the_client_resets_it_or_goes_away(how: str) -> None:
+    async def test() -> None:
+        ENDED.clear()
+        p = peer()
+        p.feed(
+            p.headers(1, request_headers("/test.v1.Test/Forever")),
+            frame(FrameType.DATA, END_STREAM, 1, message(b"")),
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [f.kind for f in p.output()] == [FrameType.HEADERS, FrameType.DATA]
+        [stream] = p.connection.streams()
+        if how == "reset":
+            p.feed(frame(FrameType.RST_STREAM, 0, 1, b"\0\0\0\x08"))
+        else:
+            p.connection.connection_lost(None)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert stream.task is not None and stream.task.done()
+        assert ENDED == ["forever"]  # the handler's generator was closed
+        assert p.connection.streams() == []
 
     run(test)
 

@@ -31,15 +31,15 @@ def test_rfc_7541_c4_requests_with_huffman_coding_and_the_dynamic_table() -> Non
     second = bytes.fromhex("828684be5886a8eb10649cbf")
     third = bytes.fromhex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf")
     base = [(":method", "GET"), (":scheme", "http"), (":path", "/")]
-    assert decoder.decode(first, 65536) == (
+    assert decoder.decode(first) == (
         [*base, (":authority", "www.example.com")],
         True,
     )
-    assert decoder.decode(second, 65536) == (
+    assert decoder.decode(second) == (
         [*base, (":authority", "www.example.com"), ("cache-control", "no-cache")],
         True,
     )
-    assert decoder.decode(third, 65536) == (
+    assert decoder.decode(third) == (
         [
             (":method", "GET"),
             (":scheme", "https"),
@@ -64,7 +64,7 @@ def test_blocks_from_an_independent_encoder_decode_to_what_it_encoded() -> None:
             for _ in range(rnd.randrange(1, 8))
         ]
         block = encoder.encode(fields, huffman=rnd.random() < 0.5)
-        assert decoder.decode(block, 65536) == (fields, True)
+        assert decoder.decode(block) == (fields, True)
 
 
 def test_huffman_decoding_agrees_with_the_hpack_package_for_every_octet() -> None:
@@ -94,28 +94,28 @@ def test_huffman_decoding_agrees_with_the_hpack_package_for_every_octet() -> Non
 )
 def test_a_bad_block_is_refused(block: bytes) -> None:
     with pytest.raises(HpackError):
-        Decoder().decode(block, 65536)
+        Decoder().decode(block)
 
 
 def test_a_list_over_the_limit_is_decoded_but_not_kept() -> None:
-    decoder = Decoder()
+    decoder = Decoder(4096)
     block = b"\x40\x01a\x05hello" + b"\x00\x01b" + integer(5000, 7) + b"x" * 5000
-    assert decoder.decode(block, 4096) == ([], False)
+    assert decoder.decode(block) == ([], False)
     # The entry the oversized block added is in the table all the same.
-    assert decoder.decode(b"\xbe", 4096) == ([("a", "hello")], True)
+    assert decoder.decode(b"\xbe") == ([("a", "hello")], True)
 
 
 def test_table_size_updates_evict_and_entries_larger_than_the_table_empty_it() -> None:
     decoder = Decoder()
-    decoder.decode(b"\x40\x01a\x01b", 65536)
-    assert decoder.decode(b"\xbe", 65536)[0] == [("a", "b")]
-    decoder.decode(b"\x20", 65536)  # size 0: everything evicted
+    decoder.decode(b"\x40\x01a\x01b")
+    assert decoder.decode(b"\xbe")[0] == [("a", "b")]
+    decoder.decode(b"\x20")  # size 0: everything evicted
     with pytest.raises(HpackError):
-        decoder.decode(b"\xbe", 65536)
-    decoder.decode(b"\x3f\x11", 65536)  # size 48: room for one small entry
-    decoder.decode(b"\x40\x01c" + integer(100, 7) + b"d" * 100, 65536)
+        decoder.decode(b"\xbe")
+    decoder.decode(b"\x3f\x11")  # size 48: room for one small entry
+    decoder.decode(b"\x40\x01c" + integer(100, 7) + b"d" * 100)
     with pytest.raises(HpackError):
-        decoder.decode(b"\xbe", 65536)
+        decoder.decode(b"\xbe")
 
 
 def test_response_literals_are_what_an_independent_decoder_reads() -> None:
@@ -125,3 +125,13 @@ def test_response_literals_are_what_an_independent_decoder_reads() -> None:
         ("grpc-status", "0"),
         ("grpc-message", "x" * 300),
     ]
+
+
+def test_a_remembered_block_is_forgotten_when_the_table_changes() -> None:
+    decoder = Decoder()
+    decoder.decode(b"\x40\x01a\x01b")  # a: b at index 62
+    assert decoder.decode(b"\xbe")[0] == [("a", "b")]
+    assert decoder.decode(b"\xbe")[0] == [("a", "b")]  # remembered
+    decoder.decode(b"\x40\x01c\x01d")  # c: d at 62, a: b at 63
+    assert decoder.decode(b"\xbe")[0] == [("c", "d")]
+    assert decoder.decode(b"\xbf")[0] == [("a", "b")]

@@ -91,6 +91,23 @@ def test_a_preface_that_arrives_in_pieces_is_read() -> None:
     run(test)
 
 
+def test_frames_that_arrive_an_octet_at_a_time_are_read_whole() -> None:
+    async def test() -> None:
+        app = App()
+        peer = Peer(app)
+        peer.handshake()
+        data = peer.headers(1, request_headers(PATH)) + frame(
+            FrameType.DATA, END_STREAM, 1, b"x" * 16384
+        )
+        for i in range(len(data)):
+            peer.feed(data[i : i + 1])
+            assert peer.connection.held <= 16384 + 9
+        [stream] = app.streams
+        assert stream.buffered == 16384 and stream.ended
+
+    run(test)
+
+
 def test_a_client_that_is_not_http2_is_refused() -> None:
     async def test() -> None:
         peer = Peer(App())
@@ -406,8 +423,11 @@ def test_rst_stream_cancels_the_streams_task() -> None:
         started = asyncio.Event()
 
         async def serve(stream: Stream) -> None:
-            started.set()
-            await asyncio.sleep(60)
+            try:
+                started.set()
+                await asyncio.sleep(60)
+            finally:
+                stream.release()
 
         def open_stream(stream: Stream) -> None:
             stream.start(serve(stream))
@@ -638,8 +658,14 @@ def test_after_goaway_new_streams_are_refused_and_open_ones_go_on() -> None:
 
 def test_connection_loss_cancels_the_calls() -> None:
     async def test() -> None:
+        async def serve(stream: Stream) -> None:
+            try:
+                await stream.fill(10)
+            finally:
+                stream.release()
+
         def open_stream(stream: Stream) -> None:
-            stream.start(stream.fill(10))
+            stream.start(serve(stream))
 
         peer = Peer(open_stream)
         peer.handshake()

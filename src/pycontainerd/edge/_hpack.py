@@ -17,7 +17,10 @@ Bounds: an integer takes at most 5 octets after its prefix (values below
 2**28), a string's length is checked against what is left of the block
 before it is read, and the decoded list stops growing past
 ``max_list_size`` (RFC 7541's accounting: name, value and 32 octets a
-field) while the block is still decoded to keep the table in step.
+field) while the block is still decoded to keep the table in step.  The decoder
+remembers the fields of up to 64 blocks of at most 1 KiB that left the
+table as it was (a client repeats its blocks call after call), until the
+table changes.
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ DEFAULT_TABLE_SIZE = 4096
 ENTRY_OVERHEAD = 32
 #: Octets an integer may take after its prefix: enough for any value below 2**28.
 _MAX_INTEGER_OCTETS = 5
+#: Blocks the decoder remembers (see ``Decoder._cache``), and the largest.
+_CACHED_BLOCKS = 64
+_CACHED_BLOCK = 1024
 
 
 # --------------------------------------------------------------------------
@@ -234,9 +240,17 @@ def _text(octets: bytes) -> str:
 class Decoder:
     """Decodes a connection's request header blocks, in order."""
 
-    __slots__ = ("_dynamic", "_max", "_size")
+    __slots__ = ("_cache", "_changed", "_dynamic", "_max", "_size", "max_list_size")
 
-    def __init__(self) -> None:
+    def __init__(self, max_list_size: int = 65536) -> None:
+        #: The largest header list kept (RFC 7541's accounting).
+        self.max_list_size = max_list_size
+        #: Blocks seen since the table last changed, and their fields: a
+        #: client repeats the same block for the same call (its fields all
+        #: indexed, or literals it does not index), and decoding one is then
+        #: a dictionary lookup.  Cleared whenever the table changes.
+        self._cache: dict[bytes, list[tuple[str, str]]] = {}
+        self._changed = False
         #: Newest first: index 62 is ``_dynamic[0]``.  Each entry holds the
         #: field and its size as RFC 7541 counts it.
         self._dynamic: deque[tuple[tuple[str, str], int]] = deque()
@@ -258,10 +272,26 @@ class Decoder:
             raise HpackError(f"index {index + _STATIC + 1} is not in the table")
         return self._dynamic[index][0]
 
-    def decode(self, block: bytes, max_list_size: int) -> tuple[list[tuple[str, str]], bool]:
+    def decode(self, block: bytes) -> tuple[list[tuple[str, str]], bool]:
         """The fields of ``block`` and whether their list stayed within
-        ``max_list_size``; past it, fields are decoded (the table must stay
-        in step with the peer's) but no longer kept."""
+        :attr:`max_list_size`; past it, fields are decoded (the table must stay
+        in step with the peer's) but no longer kept.  The list may be
+        shared with other calls: it must not be changed."""
+        cache = self._cache
+        fields = cache.get(block)
+        if fields is not None:
+            return fields, True
+        self._changed = False
+        fields, within = self._decode(block, self.max_list_size)
+        if self._changed:
+            cache.clear()
+        elif within and len(block) <= _CACHED_BLOCK:
+            if len(cache) >= _CACHED_BLOCKS:
+                cache.clear()
+            cache[block] = fields
+        return fields, within
+
+    def _decode(self, block: bytes, max_list_size: int) -> tuple[list[tuple[str, str]], bool]:
         fields: list[tuple[str, str]] = []
         listed = 0
         within = True
@@ -287,6 +317,7 @@ class Decoder:
                     raise HpackError(f"table size {size} over {DEFAULT_TABLE_SIZE}")
                 self._max = size
                 self._evict(0)
+                self._changed = True
                 continue
             else:  # a literal: with incremental indexing, without, never indexed
                 indexing = bool(byte & 0x40)
@@ -303,6 +334,7 @@ class Decoder:
                 raw, pos = self._string(block, pos)
                 field = (name, _text(raw))
                 if indexing:
+                    self._changed = True
                     size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
                     if size > self._max:
                         self._dynamic.clear()

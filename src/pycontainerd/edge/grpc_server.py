@@ -284,6 +284,7 @@ class _Service:
         finally:
             if timer is not None:
                 timer.cancel()
+            stream.release()
 
     async def stream_out(self, stream: Stream, method: Method, request: Any, call: Call) -> None:
         preserialized = method.preserialized

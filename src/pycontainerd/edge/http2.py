@@ -69,7 +69,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from pycontainerd.edge._hpack import Decoder, HpackError
 
@@ -271,6 +271,8 @@ class Stream:
 
     def take(self, n: int) -> bytes:
         """The next ``n`` octets received (``n`` <= :attr:`buffered`)."""
+        if not n:
+            return b""
         chunks = self._chunks
         first = chunks[0]
         offset = self._offset
@@ -362,12 +364,13 @@ class Stream:
     def send(self, head: bytes | None, payload: bytes, trailers: bytes | None) -> bool:
         """HEADERS (``head``, unless None), one DATA frame (``payload``) and the
         trailers (``trailers``, ending the stream, unless None) in one
-        write, if the payload fits in one frame and the send windows;
-        otherwise nothing, and False."""
+        write, if the payload fits in one frame and the send windows and
+        the socket is not backed up; otherwise nothing, and False."""
         connection = self._connection
         n = len(payload)
         if (
-            n > connection.peer_max_frame
+            connection.paused
+            or n > connection.peer_max_frame
             or n > self.send_window
             or n > connection.send_window
             or (head is not None and len(head) > connection.peer_max_frame)
@@ -471,12 +474,22 @@ class Stream:
             writer.set_result(None)
 
     def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Serve the stream with a task running ``coroutine``: cancelled if
-        the client resets the stream or goes away, and the stream released
-        when it ends, however it ends (even cancelled before it ran)."""
-        task = self._connection.loop.create_task(coroutine)
-        task.add_done_callback(self._done)
-        self.task = task
+        """Serve the stream with a task running ``coroutine``, cancelled if
+        the client resets the stream or goes away.  The coroutine calls
+        :meth:`release` when it ends (in a ``finally``); a task cancelled
+        before it ran is released by the connection."""
+        self.task = self._connection.loop.create_task(coroutine)
+
+    def _cancel(self) -> None:
+        """The client reset the stream or went away: the call is cancelled."""
+        self.reset = True
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+            # Released when it ends, even if it never ran (and so never
+            # reached its finally).  A done callback on every task would
+            # cost each call one more turn of the event loop.
+            task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.release()
@@ -509,12 +522,15 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self._drain: list[asyncio.Future[None]] = []
-        self._rest = b""
+        # Input short of a whole frame (or preface), and how much it takes.
+        self._rest: list[bytes] = []
+        self._rest_size = 0
+        self._need = 0
         self._preface = True
         self._settings_seen = False
         # Output queued while data_received runs, written once at its end.
         self._out: list[bytes] | None = None
-        self._decoder = Decoder()
+        self._decoder = Decoder(MAX_HEADER_LIST_SIZE)
         self._streams: dict[int, Stream] = {}
         self._blocked: set[Stream] = set()
         self._last_stream_id = 0
@@ -533,17 +549,16 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(_SERVER_SETTINGS)
+        # (uvloop's transports are not asyncio.Transport subclasses; they
+        # have its methods.)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(_SERVER_SETTINGS)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
         for stream in list(self._streams.values()):
-            stream.reset = True
-            if stream.task is not None:
-                stream.task.cancel()
+            stream._cancel()
         for waiter in self._drain:
             if not waiter.done():
                 waiter.set_result(None)
@@ -572,15 +587,24 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if self._rest:
-            data = self._rest + data
-            self._rest = b""
+        rest = self._rest
+        if rest:
+            # Joined only once the frame in progress is whole: a peer that
+            # sends a frame an octet at a time costs linear time, not quadratic.
+            rest.append(data)
+            self._rest_size += len(data)
+            if self._rest_size < self._need:
+                return
+            data = b"".join(rest)
+            rest.clear()
+            self._rest_size = 0
         out: list[bytes] = []
         self._out = out
         try:
             pos = self._parse(data)
             if pos < len(data):
-                self._rest = data[pos:]
+                rest.append(data[pos:])
+                self._rest_size = len(data) - pos
         except _ConnectionError as exc:
             log.debug("HTTP/2 connection error %d: %s", exc.code, exc)
             self._fail(exc.code, str(exc))
@@ -601,6 +625,7 @@ class Connection(asyncio.Protocol):
             if end < len(PREFACE):
                 if not PREFACE.startswith(data):
                     raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 preface")
+                self._need = len(PREFACE)
                 return 0
             if not data.startswith(PREFACE):
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 preface")
@@ -617,7 +642,8 @@ class Connection(asyncio.Protocol):
             start = pos + 9
             stop = start + length
             if stop > end:
-                break
+                self._need = stop - pos
+                return pos
             pos = stop
             sid &= 0x7FFFFFFF
             if not self._settings_seen:
@@ -653,7 +679,8 @@ class Connection(asyncio.Protocol):
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
             # Other frame types are extensions: ignored, as RFC 9113 §4.1 asks.
             if self.closed:
-                break
+                return end
+        self._need = 9
         return pos
 
     def _data(self, data: bytes, start: int, stop: int, flags: int, sid: int) -> None:
@@ -727,7 +754,7 @@ class Connection(asyncio.Protocol):
 
     def _header_block(self, sid: int, flags: int, block: bytes) -> None:
         try:
-            fields, within = self._decoder.decode(block, MAX_HEADER_LIST_SIZE)
+            fields, within = self._decoder.decode(block)
         except HpackError as exc:
             raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(exc)) from None
         end_stream = bool(flags & _END_STREAM)
@@ -778,12 +805,10 @@ class Connection(asyncio.Protocol):
         stream = self._streams.get(sid)
         if stream is None or stream.reset:
             return
-        stream.reset = True
         stream.local_closed = True
         stream._discard()
         stream._wake_writer()
-        if stream.task is not None:
-            stream.task.cancel()
+        stream._cancel()
         self._charge()
 
     def _window_update(self, data: bytes, start: int, length: int, sid: int) -> None:
@@ -809,9 +834,7 @@ class Connection(asyncio.Protocol):
             target.send_reset(
                 ErrorCode.PROTOCOL_ERROR if increment == 0 else ErrorCode.FLOW_CONTROL_ERROR
             )
-            target.reset = True
-            if target.task is not None:
-                target.task.cancel()
+            target._cancel()
             return
         target.send_window += increment
         target._wake_writer()
@@ -933,9 +956,7 @@ class Connection(asyncio.Protocol):
                 self._out.clear()
             transport.close()
         for stream in list(self._streams.values()):
-            stream.reset = True
-            if stream.task is not None:
-                stream.task.cancel()
+            stream._cancel()
 
     @property
     def held(self) -> int:
@@ -943,7 +964,7 @@ class Connection(asyncio.Protocol):
         being read, data no call has taken.  What the bounds above bound."""
         pending = self._continuation
         return (
-            len(self._rest)
+            self._rest_size
             + (pending[3] if pending is not None else 0)
             + sum(stream.buffered for stream in self._streams.values())
         )
