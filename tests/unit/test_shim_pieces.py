@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,12 +92,65 @@ def test_delete_prints_a_delete_response_protobuf_decodes() -> None:
     assert (response.exited_at.seconds, response.exited_at.nanos) == (1_700_000_000, 123_456_789)
 
 
+def test_delete_after_a_dead_server_removes_its_socket_log_and_lock(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed server leaves its files; the first ``delete`` of one of its
+    containers finds nobody listening and removes them, so they do not
+    gather in the socket directory."""
+    import socket
+    import tempfile
+
+    # A socket's path has room for ~107 bytes, and the name is 64 of them.
+    tmp_path = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path))
+    monkeypatch.setattr(main, "SOCKET_DIR", str(tmp_path))
+    path = main.socket_path("/run/d.sock", "ns", "")
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(path)  # bound, never listening: as after SIGKILL
+    Path(path + ".log").write_text("the server's last words\n")
+    os.close(main.lock_group(path))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "address").write_text("unix://" + path)
+    assert main._ask_server(str(bundle / "address"), "c1", "ns") is None
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path: Path) -> None:
+    """A server leaving removes the group's lock file while holding it; a
+    ``start`` that opened the old file must not think it holds the lock."""
+    import fcntl
+    import threading
+
+    path = str(tmp_path / "group")
+    held = main.lock_group(path)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(main.lock_group(path)))
+    waiter.start()
+    waiter.join(0.2)
+    assert got == []  # blocked on the old file
+    main.remove_group(path)
+    os.close(held)
+    waiter.join(5)
+    (fd,) = got
+    try:
+        assert os.fstat(fd).st_ino == os.stat(path + ".lock").st_ino
+        other = os.open(path + ".lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(other)
+    finally:
+        os.close(fd)
+
+
 def test_start_imports_nothing_heavy() -> None:
-    """``start`` runs on every ``ctr run``: no asyncio, protobuf or grpc."""
+    """``start`` runs on every ``ctr run``: no asyncio, protobuf or grpc,
+    not even ``typing`` (which the package's ``__init__`` used to cost)."""
+    heavy = ("asyncio", "google.protobuf", "grpc", "json", "subprocess", "typing")
     code = (
         "import sys; import pycontainerd.shim.main; "
-        "print(','.join(m for m in ('asyncio', 'google.protobuf', 'grpc', 'json', 'subprocess') "
-        "if m in sys.modules))"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -152,6 +152,40 @@ def _can_connect(path: str) -> bool:
     return True
 
 
+def lock_group(path: str) -> int:
+    """Hold the lock of the group whose socket is ``path`` (blocking); the
+    caller closes the returned fd to release it.
+
+    The lock file is removed with the group's socket (by a server leaving,
+    or by ``delete`` after a dead one), so a lock taken on a file somebody
+    unlinked meanwhile is no lock: take it again on the file now there."""
+    import fcntl
+
+    lock_path = path + ".lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def remove_group(path: str) -> None:
+    """Remove a group's socket, log and lock file (the caller holds the lock
+    and knows no server listens there any more)."""
+    for name in (path, path + ".log", path + ".lock"):
+        try:  # noqa: SIM105 -- contextlib is one more import on start's path
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
 # --- protobuf, the few fields the entry point needs ------------------------------------------
 
 
@@ -291,8 +325,6 @@ def _join_cgroup(pid: int, cgroup: str) -> None:
 
 def start(flags: dict[str, str]) -> str:
     """Find or spawn the server for this container's group; its address."""
-    import fcntl
-
     namespace = flags.get("namespace", "")
     bundle = os.getcwd()
     options = sys.stdin.buffer.read(MAX_OPTIONS) if not sys.stdin.isatty() else b""
@@ -300,9 +332,8 @@ def start(flags: dict[str, str]) -> str:
     address = "unix://" + path
     os.makedirs(SOCKET_DIR, mode=0o711, exist_ok=True)
     # One start at a time per group: the check-then-spawn must not race.
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = lock_group(path)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         if not (os.path.exists(path) and _can_connect(path)):
             if os.path.lexists(path):
                 os.unlink(path)  # a dead server's socket
@@ -334,6 +365,8 @@ def _ask_server(address_file: str, container_id: str, namespace: str) -> bytes |
             path = f.read().strip().removeprefix("unix://")
     except OSError:
         return None
+    if not path.startswith(SOCKET_DIR + "/"):
+        return None
     request = (
         _field_bytes(1, CLEANUP_SERVICE.encode())
         + _field_bytes(2, b"Delete")
@@ -346,7 +379,11 @@ def _ask_server(address_file: str, container_id: str, namespace: str) -> bytes |
     s = _unix_socket()
     try:
         s.settimeout(12)
-        s.connect(path)
+        try:
+            s.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            _remove_dead_group(path)
+            return None
         # ttrpc's frame header: length, stream id 1, type 1 (request), no flags.
         s.sendall(len(request).to_bytes(4, "big") + b"\0\0\0\1\1\0" + request)
         header = b""
@@ -372,6 +409,19 @@ def _ask_server(address_file: str, container_id: str, namespace: str) -> bytes |
         return None  # the server does not hold it (or failed): clean up here
     payload = response.get(2, [b""])[0]
     return payload if isinstance(payload, bytes) else b""
+
+
+def _remove_dead_group(path: str) -> None:
+    """The server at ``path`` is dead (killed: it removes its own files when
+    it leaves): remove its socket, log and lock, unless a ``start`` made a
+    new server there meanwhile.  Nothing else would, and a host that runs
+    many short-lived namespaces would gather them in :data:`SOCKET_DIR`."""
+    lock = lock_group(path)
+    try:
+        if not _can_connect(path):
+            remove_group(path)
+    finally:
+        os.close(lock)
 
 
 def delete(flags: dict[str, str]) -> bytes:

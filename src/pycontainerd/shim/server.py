@@ -28,6 +28,7 @@ import sys
 import time
 
 from pycontainerd import ttrpc
+from pycontainerd.shim import main as entry
 from pycontainerd.shim._publisher import Publisher
 from pycontainerd.shim._service import TaskService
 
@@ -102,10 +103,13 @@ async def _serve(flags: dict[str, str]) -> None:
     await lifetime.done.wait()
     service.closing = True
     if isinstance(path, str) and path:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.unlink(path + ".log")
+        # Under the group's lock, so that a ``start`` either found this
+        # server before it left or finds no socket (and spawns a new one).
+        lock = entry.lock_group(path)
+        try:
+            entry.remove_group(path)
+        finally:
+            os.close(lock)
     await publisher.drain(2.0)
     await server.shutdown(grace=1.0)
 
