@@ -1,8 +1,9 @@
 """Debian's ``ctr`` runs containers on our daemon (issue 11, items 4 and 5).
 
-The runtime ``io.containerd.runc.v2`` is mapped by config to Debian's Go
-shim, so these prove the task manager and the tasks service against a shim
-we did not write; every test cleans up its tasks, shims and runc state.
+Each test runs twice: with the runtime ``io.containerd.runc.v2`` on our
+shim (the default) and mapped by config to Debian's Go shim, so the task
+manager and the tasks service are proved against a shim we did not write
+too; every test cleans up its tasks, shims and runc state.
 """
 
 from __future__ import annotations
@@ -27,18 +28,17 @@ IMAGE = tasks.IMAGE
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not os.path.exists(tasks.GO_SHIM):
-        pytest.skip("containerd-shim-runc-v2 is not installed")
     path = tmp_path_factory.mktemp("img") / "oci.tar"
     build_oci_archive(path, IMAGE, tasks.busybox_layer())
     return path
 
 
-@pytest.fixture(scope="module")
-def ctr(archive: Path) -> Iterator[Cli]:
-    """ctr on our daemon, in a namespace of this module's, the image imported."""
+@pytest.fixture(scope="module", params=tasks.SHIMS)
+def ctr(request: pytest.FixtureRequest, archive: Path) -> Iterator[Cli]:
+    """ctr on our daemon running ``request.param``'s shim, in a namespace of
+    this module's, the image imported."""
     ns = tasks.namespace()
-    with tasks.daemon(tasks.go_shim_config(), [ns]) as d:
+    with tasks.daemon(tasks.shim_config(request.param), [ns]) as d:
         cli = Cli("ctr", d.address, ns)
         cli("images", "import", str(archive))
         yield cli
@@ -161,6 +161,7 @@ def test_a_runtime_without_a_shim_fails_and_leaves_nothing(ctr: Cli) -> None:
 
 
 def test_the_real_shim_runs_under_any_name_the_config_points_at_it(archive: Path) -> None:
+    tasks.shim_config("go")  # skips without it
     ns = tasks.namespace()
     with tasks.daemon(tasks.go_shim_config("io.example.custom.v7"), [ns]) as d:
         cli = Cli("ctr", d.address, ns)

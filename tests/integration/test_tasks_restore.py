@@ -4,7 +4,8 @@ Our daemon is SIGKILLed while tasks run and started again: it reconnects to
 the live shims, lists their tasks, reports their later exits, and reports
 an exit that happened while it was down.  A shim SIGKILLed under a task:
 the task is reported exited, a Wait on it returns, and the daemon and the
-other tasks carry on.  The runtime runs Debian's Go shim.
+other tasks carry on.  Each test runs with our shim (the default runtime)
+and with Debian's Go shim mapped by config.
 """
 
 from __future__ import annotations
@@ -34,20 +35,31 @@ IMAGE = tasks.IMAGE
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not os.path.exists(tasks.GO_SHIM):
-        pytest.skip("containerd-shim-runc-v2 is not installed")
     path = tmp_path_factory.mktemp("img") / "oci.tar"
     build_oci_archive(path, IMAGE, tasks.busybox_layer())
     return path
 
 
-@pytest.fixture
-def env(archive: Path) -> Iterator[tuple[tasks.Daemon, Cli]]:
+@pytest.fixture(params=tasks.SHIMS)
+def env(request: pytest.FixtureRequest, archive: Path) -> Iterator[tuple[tasks.Daemon, Cli]]:
+    """Our daemon on ``request.param``'s shim; ctr in a namespace with the
+    image, and a second namespace (ctr's ``other``) ready too."""
     ns = tasks.namespace()
-    with tasks.daemon(tasks.go_shim_config(), [ns]) as d:
+    with tasks.daemon(tasks.shim_config(request.param), [ns, f"{ns}-other"]) as d:
         cli = Cli("ctr", d.address, ns)
         cli("images", "import", str(archive))
+        _other(cli)("images", "import", str(archive))
         yield d, cli
+
+
+def _other(cli: Cli) -> Cli:
+    """ctr in the test's second namespace."""
+    return Cli("ctr", cli.address, f"{cli.namespace}-other")
+
+
+def _parent(pid: int) -> int:
+    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 @contextlib.contextmanager
@@ -86,6 +98,24 @@ def _next(seen: queue.Queue[tuple[str, dict[str, object]]], topic: str, id: str,
         got_topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
         if got_topic == topic and event.get("container_id") == id:
             return event
+
+
+def _collect(
+    seen: queue.Queue[tuple[str, dict[str, object]]],
+    topics: set[str],
+    ids: list[str],
+    timeout: float = 20,
+) -> dict[tuple[str, str], dict[str, object]]:
+    """The first event of each topic for each container id, in any order."""
+    want = {(t, i) for t in topics for i in ids}
+    got: dict[tuple[str, str], dict[str, object]] = {}
+    deadline = time.monotonic() + timeout
+    while want - got.keys():
+        topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
+        key = (topic, str(event.get("container_id")))
+        if key in want and key not in got:
+            got[key] = event
+    return got
 
 
 def _statuses(cli: Cli) -> dict[str, str]:
@@ -133,17 +163,26 @@ def test_an_exit_while_the_daemon_is_down_is_reported_after_restart(
     cli("containers", "rm", "r2")
 
 
-def test_a_killed_shim_reports_its_task_exited_and_the_daemon_carries_on(
+def test_a_killed_shim_reports_its_tasks_exited_and_the_daemon_carries_on(
     env: tuple[tasks.Daemon, Cli],
 ) -> None:
+    """k1 and k3 share a namespace: our shim serves both from one server,
+    Go's runs a shim for each.  k2, in another namespace, has a shim of its
+    own with either.  Killing k1's shim ends exactly the tasks it served."""
     daemon, cli = env
+    other = _other(cli)
     cli("run", "-d", IMAGE, "k1", "sleep", "300")
-    cli("run", "-d", IMAGE, "k2", "sleep", "300")
+    cli("run", "-d", IMAGE, "k3", "sleep", "300")
+    other("run", "-d", IMAGE, "k2", "sleep", "300")
     (shim,) = [
         pid
         for pid in tasks.shim_pids(daemon.address)
         if b"k1" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     ]
+    pids = {row[0]: int(row[1]) for row in table(cli("tasks", "ls").stdout)[1:]}
+    served = sorted(c for c, pid in pids.items() if _parent(pid) == shim)
+    assert "k1" in served
+    daemon.sockets.add((daemon.state / (cli.namespace or "") / "k1" / "address").read_text())
     result: list[object] = []
 
     def wait() -> None:
@@ -157,20 +196,25 @@ def test_a_killed_shim_reports_its_task_exited_and_the_daemon_carries_on(
     time.sleep(0.3)
     with ctr_events(cli) as seen:
         os.kill(shim, signal.SIGKILL)
-        exit_ = _next(seen, "/tasks/exit", "k1")
-        delete = _next(seen, "/tasks/delete", "k1")
+        events = _collect(seen, {"/tasks/exit", "/tasks/delete"}, served)
+    exits = {c: events["/tasks/exit", c]["exit_status"] for c in served}
+    deletes = {c: events["/tasks/delete", c]["exit_status"] for c in served}
     waiter.join(30)
-    assert exit_["exit_status"] == 137 and delete["exit_status"] == 137
+    assert exits == deletes == dict.fromkeys(served, 137)
     (waited,) = result
     assert not isinstance(waited, grpc.RpcError), waited
     assert waited.exit_status == 137  # type: ignore[attr-defined]
-    assert _statuses(cli) == {"k2": "RUNNING"}
-    assert not (daemon.state / (cli.namespace or "") / "k1").exists()
-    assert "k1" not in Path("/proc/self/mountinfo").read_text()
-    # The daemon serves as before: the other task runs and stops on request.
-    out = cli("tasks", "exec", "--exec-id", "e1", "k2", "echo", "still here")
+    assert _statuses(cli) == {c: "RUNNING" for c in pids if c not in served}
+    for c in served:
+        assert not (daemon.state / (cli.namespace or "") / c).exists()
+        assert f"/{c}/rootfs" not in Path("/proc/self/mountinfo").read_text()
+    # The daemon serves as before: the other tasks run and stop on request.
+    assert _statuses(other) == {"k2": "RUNNING"}
+    out = other("tasks", "exec", "--exec-id", "e1", "k2", "echo", "still here")
     assert out.stdout == "still here\n"
-    cli("tasks", "kill", "-s", "SIGKILL", "k2")
-    assert daemon.wait(cli.namespace or "", "k2").exit_status == 137
-    cli("tasks", "rm", "k2")
-    cli("containers", "rm", "k1", "k2")
+    for ctr, c in [(other, "k2")] + [(cli, c) for c in pids if c not in served]:
+        ctr("tasks", "kill", "-s", "SIGKILL", c)
+        assert daemon.wait(ctr.namespace or "", c).exit_status == 137
+        ctr("tasks", "rm", c)
+    cli("containers", "rm", "k1", "k3")
+    other("containers", "rm", "k2")

@@ -2,10 +2,12 @@
 run, a daemon whose runtime runs a given shim, and a cleanup that leaves no
 shim, container process, mount or runc state behind, even when a test fails.
 
-Until our shim lands, ``io.containerd.runc.v2`` maps to Debian's Go shim
-(``/usr/bin/containerd-shim-runc-v2``), which keeps its runc state under
-``/run/containerd/runc/<namespace>``: every test uses a namespace of its own
-and :func:`reap` removes that directory.
+By default ``io.containerd.runc.v2`` maps to our shim; :func:`shim_config`
+maps it to Debian's Go shim (``/usr/bin/containerd-shim-runc-v2``) instead,
+so a test parametrized over :data:`SHIMS` proves the daemon against both.
+Both shims keep their runc state under ``/run/containerd/runc/<namespace>``:
+every test uses a namespace of its own and :func:`reap` removes that
+directory.
 """
 
 from __future__ import annotations
@@ -19,19 +21,35 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 
 from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from pycontainerd.shim import main as shim_entry
 from tests.support import daemons
 
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 RUNC_STATE = Path("/run/containerd/runc")
 IMAGE = "docker.io/library/tasks:test"
 APPLETS = ("sh", "echo", "sleep", "pwd", "cat", "env", "tty", "true")
+
+
+#: The shims a test runs its tasks through: ours (the default) and Go's.
+SHIMS = ("pyrunc", "go")
+
+
+def shim_config(shim: str) -> str:
+    """A daemon config whose ``io.containerd.runc.v2`` runs ``shim``; skips
+    the test when that shim is not installed."""
+    if shim == "go":
+        if not os.path.exists(GO_SHIM):
+            pytest.skip("containerd-shim-runc-v2 is not installed")
+        return go_shim_config()
+    return ""
 
 
 def go_shim_config(runtime: str = "io.containerd.runc.v2") -> str:
@@ -75,19 +93,36 @@ def shim_pids(address: str) -> list[int]:
             argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        shim = os.path.basename(argv[0]).startswith(b"containerd-shim-")
+        # Go's shim runs as itself; our shim's server as "python SCRIPT".
+        shim = any(os.path.basename(arg).startswith(b"containerd-shim-") for arg in argv[:2])
         if shim and b"-address" in argv and os.fsencode(address) in argv:
             pids.append(int(entry.name))
     return pids
 
 
-def reap(address: str, namespaces: list[str], base: Path | None = None) -> None:
+def reap(
+    address: str, namespaces: list[str], base: Path | None = None, sockets: Iterable[str] = ()
+) -> None:
     """Kill what a test left running: shims of our daemon, their containers
-    (``runc delete -f``), the namespaces' runc state directories, and the
-    mounts left under ``base`` (the rootfs of a bundle nobody deleted)."""
+    (``runc delete -f``), their sockets (and ``sockets``, shim addresses a
+    test recorded), the namespaces' runc state directories, and the mounts
+    left under ``base`` (the rootfs of a bundle nobody deleted)."""
     for pid in shim_pids(address):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # A killed shim leaves its socket in /run/containerd/s: ours is named by
+    # (daemon, namespace), Go's is in the address file of its bundles (a
+    # test that kills one records it first: the bundle goes with the task).
+    addresses = {*sockets, *(shim_entry.socket_path(address, ns, "") for ns in namespaces)}
+    if base is not None:
+        for ns in namespaces:
+            for bundle in (base / "state" / "io.containerd.runtime.v2.task" / ns).glob("*"):
+                with contextlib.suppress(OSError):
+                    addresses.add((bundle / "address").read_text())
+    for shim_address in addresses:
+        path = shim_address.strip().removeprefix("unix://")
+        if path.startswith(shim_entry.SOCKET_DIR + "/"):
+            shim_entry.remove_group(path)
     for ns in namespaces:
         root = RUNC_STATE / ns
         if not root.is_dir():
@@ -117,6 +152,8 @@ class Daemon:
     base: Path
     config: str
     process: subprocess.Popen[bytes] | None = None
+    #: Shim sockets to remove at the end (of shims a test kills).
+    sockets: set[str] = field(default_factory=set)
 
     @property
     def address(self) -> str:
@@ -170,7 +207,7 @@ def daemon(config: str, namespaces: list[str]) -> Iterator[Daemon]:
             yield d
         finally:
             d.stop()
-            reap(d.address, namespaces, base)
+            reap(d.address, namespaces, base, d.sockets)
 
 
 def wait_for(predicate: object, timeout: float = 10, interval: float = 0.05) -> None:
