@@ -226,7 +226,10 @@ def from_status(code: grpc.StatusCode, details: str | None) -> ContainerdError:
     """
     cls = _by_code().get(code, Unknown)
     msg = details or cls.suffix
-    for klass in (*cls.__subclasses__(), cls):
+    # Only this module's classes: a subclass made elsewhere for its own use
+    # (the runtime's ShimGone is an Unavailable) must not stand in for ours.
+    ours = [k for k in cls.__subclasses__() if k.__module__ == __name__]
+    for klass in (*ours, cls):
         if msg == klass.suffix:
             return klass()
         if msg.endswith(": " + klass.suffix):

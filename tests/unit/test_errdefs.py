@@ -170,3 +170,13 @@ def test_errors_never_inherit_from_transport_errors(cls: type[errdefs.Containerd
 def test_q_quotes_like_go() -> None:
     assert errdefs.q("web") == '"web"'
     assert errdefs.q('a"b') == '"a\\"b"'
+
+
+def test_a_subclass_made_elsewhere_never_stands_in_for_ours() -> None:
+    class Gone(errdefs.Unavailable):  # as the runtime's ShimGone
+        pass
+
+    back = errdefs.from_status(errdefs.Unavailable.code, "shim gone: unavailable")
+    assert type(back) is errdefs.Unavailable
+    assert back.message == "shim gone"
+    assert Gone.__subclasses__() == []

@@ -229,12 +229,20 @@ class FakeNamespaces:
         raise errdefs.NotFound(name)
 
 
+class FakeTasks:
+    """A daemon with no task for any container."""
+
+    async def get(self, container_id: str) -> Any:
+        raise errdefs.NotFound(f"task {container_id}")
+
+
 class FakeClient:
     namespace = "default"
 
     def __init__(self, layers: int = 2) -> None:
         self.content = FakeContent()
         self.namespaces = FakeNamespaces()
+        self.tasks = FakeTasks()
         self.sn = FakeSnapshotter()
         pairs = [_layer(i) for i in range(layers)]
         for blob, _ in pairs:
