@@ -265,3 +265,21 @@ def test_file_log_uris_give_the_process_the_file_itself(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert log.read_text() == "line\n"
+
+
+def test_only_an_init_without_a_pid_namespace_of_its_own_has_its_leftovers_killed(
+    tmp_path: Path,
+) -> None:
+    """As containerd's ``ShouldKillAllOnExit``: with a pid namespace of its
+    own the kernel ends the rest when the init exits, and a ``runc kill
+    --all`` (which freezes the cgroup) would only race the Delete."""
+    from pycontainerd.shim._service import _shares_pid_namespace
+
+    def spec(*namespaces: dict[str, str]) -> str:
+        (tmp_path / "config.json").write_text(json.dumps({"linux": {"namespaces": namespaces}}))
+        return str(tmp_path)
+
+    assert not _shares_pid_namespace(spec({"type": "mount"}, {"type": "pid"}))
+    assert _shares_pid_namespace(spec({"type": "mount"}))
+    assert _shares_pid_namespace(spec({"type": "pid", "path": "/proc/1/ns/pid"}))
+    assert _shares_pid_namespace(str(tmp_path / "no-such-bundle"))

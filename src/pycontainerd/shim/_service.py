@@ -118,6 +118,12 @@ class Container:
     #: While a Start runs, exits wait here: the start event goes out first
     #: (a process may exit before ``runc start`` has returned).
     held_exits: list[Message] | None = None
+    #: The init shares a pid namespace (the host's or another's): when it
+    #: exits, what it leaves there is killed (as the Go shim does).
+    kill_all_on_exit: bool = False
+    #: That kill while it runs: ``runc kill --all`` freezes the cgroup, and a
+    #: ``runc delete`` meanwhile would find the container paused.
+    killing: asyncio.Future[None] | None = None
 
     def process(self, exec_id: str) -> Process:
         if not exec_id:
@@ -201,10 +207,12 @@ class TaskService:
         process.exited_ns = time_ns
         process.exited.set()
         container = process.container
-        if not process.exec_id:
-            # The init is gone: so is its pid namespace, unless it shares the
-            # host's; kill what may be left, as the Go shim does.
+        if not process.exec_id and container.kill_all_on_exit:
+            # The init is gone, but its pid namespace is not its own: kill
+            # what it may have left there, as the Go shim does.  (With a pid
+            # namespace of its own, the kernel has killed them already.)
             task = asyncio.ensure_future(self._kill_all(container))
+            container.killing = task
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         exit_event = events.TaskExit(
@@ -260,6 +268,7 @@ class TaskService:
             criu=options.criu_path,
         )
         container = Container(container_id, namespace, bundle, runc, options)
+        container.kill_all_on_exit = _shares_pid_namespace(bundle)
         self.containers[container_id] = container
         self._on_busy()
         try:
@@ -435,6 +444,8 @@ class TaskService:
             container.execs.pop(process.exec_id, None)
             self._by_pid.pop(process.pid, None)
         else:
+            if container.killing is not None:
+                await asyncio.shield(container.killing)
             try:
                 await container.runc.delete(container.id, force=not process.exited.is_set())
             except RuncError as exc:
@@ -690,6 +701,21 @@ class TaskService:
         if not self.containers:
             self._on_empty()
         return empty_pb2.Empty()
+
+
+def _shares_pid_namespace(bundle: str) -> bool:
+    """Whether the bundle's spec gives the init no pid namespace of its own
+    (containerd's ``ShouldKillAllOnExit``; an unreadable spec counts as
+    shared, the safe side)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        namespaces = spec.get("linux", {}).get("namespaces") or []
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not any(
+        isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path") for ns in namespaces
+    )
 
 
 def _timestamp(time_ns: int) -> Any:
