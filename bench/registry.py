@@ -44,11 +44,15 @@ class Measure:
     ``cpu``, when given, is read after ``run`` and reported as the round's
     server CPU instead of what the harness's daemon burnt: a scenario that
     starts daemons of its own (``daemon-startup``) reports theirs.
+    ``metrics`` gives other figures of the round (``ctr-run-d-50``: memory).
     """
 
     run: Callable[[], object]
     reset: Callable[[], object] | None = None
     cpu: Callable[[], float] | None = None
+    #: Read (untimed) after each round: named figures the table reports
+    #: beside the times, as median per daemon and ratio (memory, say).
+    metrics: Callable[[], dict[str, float]] | None = None
 
 
 SetupFn = Callable[[Target], Iterator[Measure]]

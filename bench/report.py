@@ -61,6 +61,22 @@ def _block(result: Result, out: TextIO) -> None:
         f"{fmt_ratio(result.ratio_of_medians)} (ratio of medians); "
         f"server CPU {fmt_ratio(result.cpu_ratio_of_medians)}\n"
     )
+    names = result.metric_names()
+    if names:
+        out.write("\n")
+        rows = [["after a round (median)", OURS, THEIRS, "ratio"]]
+        for name in names:
+            ours, theirs = result.metric(OURS, name), result.metric(THEIRS, name)
+            ratio = ours.median / theirs.median if ours and theirs and theirs.median else None
+            rows.append(
+                [
+                    name,
+                    f"{ours.median:.1f}" if ours else "-",
+                    f"{theirs.median:.1f}" if theirs else "-",
+                    fmt_ratio(ratio),
+                ]
+            )
+        _table(rows, out)
 
 
 def print_results(results: list[Result], out: TextIO) -> None:
@@ -136,7 +152,7 @@ def to_json(
                 "server_cpu_seconds": _stats(r.cpu(daemon)),
                 "per_op_seconds": r.wall(daemon).median / sc.ops,
                 "rounds": [
-                    {"wall_seconds": s.wall, "server_cpu_seconds": s.server_cpu}
+                    {"wall_seconds": s.wall, "server_cpu_seconds": s.server_cpu, **s.metrics}
                     for s in r.samples[daemon]
                 ],
             }

@@ -34,6 +34,7 @@ Progress = Callable[[str], None]
 class Sample:
     wall: float  # seconds
     server_cpu: float  # seconds of daemon user+system CPU during the round
+    metrics: dict[str, float] = field(default_factory=dict)  # Measure.metrics, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,13 @@ class Result:
 
     def cpu(self, daemon: str) -> Stats:
         return Stats.of([s.server_cpu for s in self.samples[daemon]])
+
+    def metric_names(self) -> list[str]:
+        return list(dict.fromkeys(k for s in self.samples[OURS] for k in s.metrics))
+
+    def metric(self, daemon: str, name: str) -> Stats | None:
+        values = [s.metrics[name] for s in self.samples[daemon] if name in s.metrics]
+        return Stats.of(values) if values else None
 
     @property
     def ratio_pairwise(self) -> float:
@@ -91,7 +99,8 @@ def _round(target: Target, measure: Measure) -> Sample:
     measure.run()
     wall = time.perf_counter() - start
     cpu = measure.cpu() if measure.cpu is not None else process_cpu(target.pid) - cpu0
-    return Sample(wall, cpu)
+    metrics = measure.metrics() if measure.metrics is not None else {}
+    return Sample(wall, cpu, metrics)
 
 
 @contextlib.contextmanager

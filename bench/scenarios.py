@@ -29,7 +29,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from isal import isal_zlib
 
-from bench.commands import command, ctr, ctr_binary, pyctr, pyctr_argv, python_env
+from bench.commands import (
+    command,
+    ctr,
+    ctr_argv,
+    ctr_binary,
+    pyctr,
+    pyctr_argv,
+    python_env,
+)
 from bench.registry import Measure, Target, scenario
 from bench.runner import OURS, process_cpu
 from pycontainerd import errdefs, typeurl
@@ -503,3 +511,135 @@ def import_unpack(target: Target) -> Iterator[Measure]:
 
     yield Measure(ctr(target, "images", "import", str(archive), timeout=1800), reset=reset)
     remove()
+
+
+# --------------------------------------------------------------------------
+# ctr-run-rm, ctr-run-d-50: containers on runc (our shim on ours, Go's on
+# containerd: the runtime io.containerd.runc.v2 on each daemon's defaults)
+
+RUN_IMAGE = "docker.io/library/bench-busybox:1"
+# Both daemons' shims keep runc state in /run/containerd/runc/bench: the
+# container ids carry the daemon's label so that they never meet there.
+RUN_RM_RUNS = 5
+CONCURRENT = 50
+
+
+@functools.cache
+def _busybox_archive() -> Path:
+    """An OCI archive of one busybox layer (made once per run)."""
+    from tests.integration.test_images_ctr_acceptance import build_oci_archive
+    from tests.support.tasks import busybox_layer
+
+    tmp = Path(tempfile.mkdtemp(prefix="pcd-bench-run-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    path = tmp / "busybox.tar"
+    build_oci_archive(path, RUN_IMAGE, busybox_layer())
+    return path
+
+
+def _shim_pids(target: Target) -> list[int]:
+    from tests.support.tasks import shim_pids
+
+    return shim_pids(target.address)
+
+
+def _kib(path: str, field: str) -> int:
+    """A ``field:   N kB`` line of a /proc status or smaps_rollup file."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _remove_containers(target: Target, ids: list[str]) -> None:
+    """Kill and delete every task and container of ``ids`` (untimed)."""
+
+    def remove_task(id: str) -> None:
+        with contextlib.suppress(Exception):
+            ctr(target, "tasks", "rm", "-f", id)()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(remove_task, ids))
+    if ids:
+        with contextlib.suppress(Exception):
+            ctr(target, "containers", "rm", *ids)()
+
+
+@scenario(
+    "ctr-run-rm",
+    f"{RUN_RM_RUNS} x `ctr run --rm IMG ID /bin/true` (busybox, runc): a container's whole life",
+    ops=RUN_RM_RUNS,
+    unit="ctr run --rm",
+)
+def ctr_run_rm(target: Target) -> Iterator[Measure]:
+    ctr(target, "images", "import", str(_busybox_archive()))()
+    counter = iter(range(1 << 30))
+
+    def run() -> None:
+        for _ in range(RUN_RM_RUNS):
+            id = f"{target.label}-rm-{next(counter)}"
+            ctr(target, "run", "--rm", RUN_IMAGE, id, "/bin/true")()
+
+    try:
+        yield Measure(run)
+    finally:
+        _remove_runc_root(target)
+
+
+@scenario(
+    "ctr-run-d-50",
+    f"{CONCURRENT} x `ctr run -d IMG ID sleep` at once (busybox, runc); then memory",
+    ops=CONCURRENT,
+    unit="container",
+    rounds=3,
+)
+def ctr_run_d_50(target: Target) -> Iterator[Measure]:
+    ctr(target, "images", "import", str(_busybox_archive()))()
+    generation = iter(range(1 << 30))
+    running: list[str] = []
+
+    def reset() -> None:
+        _remove_containers(target, running)
+        running.clear()
+
+    def run() -> None:
+        n = next(generation)
+        ids = [f"{target.label}-{n}-{i}" for i in range(CONCURRENT)]
+        running.extend(ids)
+        procs = [
+            subprocess.Popen(
+                ctr_argv(target, "run", "-d", RUN_IMAGE, id, "sleep", "100000"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for id in ids
+        ]
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        failed = [e for p, e in zip(procs, errors, strict=True) if p.returncode != 0]
+        if failed:
+            raise RuntimeError(f"{len(failed)} ctr run -d failed: {failed[0][-500:]!r}")
+
+    def metrics() -> dict[str, float]:
+        shims = _shim_pids(target)
+        pss = sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in shims)
+        rss = sum(_kib(f"/proc/{pid}/status", "VmRSS") for pid in shims)
+        return {
+            "daemon RSS, MB": _kib(f"/proc/{target.pid}/status", "VmRSS") / 1024,
+            "daemon PSS, MB": _kib(f"/proc/{target.pid}/smaps_rollup", "Pss") / 1024,
+            "shim processes": len(shims),
+            "shim PSS per container, MB": pss / 1024 / CONCURRENT,
+            "shim RSS per container, MB": rss / 1024 / CONCURRENT,
+        }
+
+    try:
+        yield Measure(run, reset=reset, metrics=metrics)
+    finally:
+        reset()
+        _remove_runc_root(target)
+
+
+def _remove_runc_root(target: Target) -> None:
+    # runc's root for the namespace outlives its containers, under either daemon.
+    with contextlib.suppress(OSError):
+        Path("/run/containerd/runc", target.namespace).rmdir()
