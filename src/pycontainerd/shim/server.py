@@ -28,7 +28,7 @@ import sys
 import time
 
 from pycontainerd import ttrpc
-from pycontainerd.shim import main as entry
+from pycontainerd.shim._group import lock_group, remove_group
 from pycontainerd.shim._publisher import Publisher
 from pycontainerd.shim._service import TaskService
 
@@ -105,9 +105,9 @@ async def _serve(flags: dict[str, str]) -> None:
     if isinstance(path, str) and path:
         # Under the group's lock, so that a ``start`` either found this
         # server before it left or finds no socket (and spawns a new one).
-        lock = entry.lock_group(path)
+        lock = lock_group(path)
         try:
-            entry.remove_group(path)
+            remove_group(path)
         finally:
             os.close(lock)
     await publisher.drain(2.0)
