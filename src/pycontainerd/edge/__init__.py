@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +46,11 @@ __all__ = [
     "Status",
     "decode_request",
     "describe",
+    "message_too_large",
     "status_of",
     "stream",
     "unary",
+    "unknown_method",
 ]
 
 log = logging.getLogger(__name__)
@@ -253,6 +255,26 @@ def _timestamp_fault(message: Message) -> str | None:
             else:
                 stack.append(value)
     return None
+
+
+def unknown_method(path: str, services: Container[str]) -> Status:
+    """UNIMPLEMENTED for a path no method has, in grpc-go's words (every
+    transport answers it the same way); ``services`` are the ones served."""
+    service, slash, name = path[1:].rpartition("/") if path.startswith("/") else ("", "", "")
+    if not slash or not service:
+        message = f"malformed method name: {path!r}"
+    elif service in services:
+        message = f"unknown method {name} for service {service}"
+    else:
+        message = f"unknown service {service}"
+    return Status(CODES["UNIMPLEMENTED"], message)
+
+
+def message_too_large(size: int, limit: int) -> Status:
+    """RESOURCE_EXHAUSTED for a request over the receive limit, as grpc-go words it."""
+    return Status(
+        CODES["RESOURCE_EXHAUSTED"], f"grpc: received message larger than max ({size} vs. {limit})"
+    )
 
 
 def decode_request(method: Method, data: bytes) -> Message:

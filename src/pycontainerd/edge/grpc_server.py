@@ -115,10 +115,7 @@ async def _recv(stream: Stream, limit: int) -> bytes | None:
     if compressed:
         raise edge.Status(CODES["UNIMPLEMENTED"], "compressed messages are not supported")
     if size > limit:
-        raise edge.Status(
-            CODES["RESOURCE_EXHAUSTED"],
-            f"grpc: received message larger than max ({size} vs. {limit})",
-        )
+        raise edge.message_too_large(size, limit)
     if stream.buffered < size:
         await stream.fill(size)
         if stream.buffered < size:
@@ -205,7 +202,7 @@ class _Service:
         method = self.methods.get(path)
         failure = None
         if method is None:
-            failure = self.unknown(path)
+            failure = edge.unknown_method(path, self.services)
         elif encoding is not None and encoding != "identity":
             failure = edge.Status(
                 CODES["UNIMPLEMENTED"],
@@ -218,7 +215,7 @@ class _Service:
             except ValueError:
                 failure = edge.Status(CODES["INTERNAL"], f"malformed grpc-timeout: {timeout}")
         if failure is not None or method is None:
-            _finish(stream, failure or self.unknown(path))
+            _finish(stream, failure or edge.unknown_method(path, self.services))
             stream.release()
             return
         call = Call(
@@ -226,17 +223,6 @@ class _Service:
             deadline=None if seconds is None else time.monotonic() + seconds,
         )
         stream.start(self.serve(stream, method, call, seconds))
-
-    def unknown(self, path: str) -> edge.Status:
-        """UNIMPLEMENTED for a path no method has, in grpc-go's words."""
-        service, slash, name = path[1:].rpartition("/") if path.startswith("/") else ("", "", "")
-        if not slash or not service:
-            message = f"malformed method name: {path!r}"
-        elif service in self.services:
-            message = f"unknown method {name} for service {service}"
-        else:
-            message = f"unknown service {service}"
-        return edge.Status(CODES["UNIMPLEMENTED"], message)
 
     async def serve(
         self, stream: Stream, method: Method, call: Call, seconds: float | None

@@ -51,7 +51,7 @@ from typing import Any
 import grpc
 
 from pycontainerd import edge
-from pycontainerd.edge import CODES, Frames, Method
+from pycontainerd.edge import Frames, Method
 
 __all__ = ["MAX_MESSAGE_SIZE", "WINDOW", "InProcessChannel"]
 
@@ -185,7 +185,7 @@ class _Call(grpc.aio.Call):
     ) -> None:
         try:
             if method is None:
-                raise self._channel._unknown(self._path)
+                raise edge.unknown_method(self._path, self._channel._services)
             call = edge.Call(metadata=metadata, deadline=self._deadline)
             message = (
                 self._received(method)
@@ -220,10 +220,7 @@ class _Call(grpc.aio.Call):
     def _check_received(self, data: bytes) -> bytes:
         limit = self._channel._max_server_receive
         if len(data) > limit:
-            raise edge.Status(
-                CODES["RESOURCE_EXHAUSTED"],
-                f"grpc: received message larger than max ({len(data)} vs. {limit})",
-            )
+            raise edge.message_too_large(len(data), limit)
         return data
 
     async def _feed(self, requests: AsyncIterable[Any] | Iterable[Any]) -> None:
@@ -553,18 +550,6 @@ class InProcessChannel(grpc.aio.Channel):
         self._services = frozenset(m.service for m in self._methods.values())
         self._calls: set[_Call] = set()
         self._closed = False
-
-    def _unknown(self, path: str) -> edge.Status:
-        """UNIMPLEMENTED for a path no method has, in grpc-go's words, as the
-        socket server answers it."""
-        service, slash, name = path[1:].rpartition("/") if path.startswith("/") else ("", "", "")
-        if not slash or not service:
-            message = f"malformed method name: {path!r}"
-        elif service in self._services:
-            message = f"unknown method {name} for service {service}"
-        else:
-            message = f"unknown service {service}"
-        return edge.Status(CODES["UNIMPLEMENTED"], message)
 
     def unary_unary(
         self,
