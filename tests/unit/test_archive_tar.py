@@ -247,5 +247,5 @@ def test_pax_numbers_beyond_int64_are_invalid_argument(key: str, digits: int) ->
 
 def test_pax_times_keep_nanoseconds_and_sign() -> None:
     data = tarbombs.extended_header({"mtime": "-1.5", "atime": "12.0000000019"})
-    (hdr, _), = _read_all(data + _tar(_file("f", b"1")))
+    ((hdr, _),) = _read_all(data + _tar(_file("f", b"1")))
     assert (hdr.mtime_ns, hdr.atime_ns) == (-1_500_000_000, 12_000_000_001)

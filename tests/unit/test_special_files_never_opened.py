@@ -41,9 +41,7 @@ def _hardlink_layer(name: str, target: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", sorted(NODE_KINDS))
-def test_overlay_copy_up_refuses_a_lower_node_without_opening_it(
-    tmp_path: Path, kind: str
-) -> None:
+def test_overlay_copy_up_refuses_a_lower_node_without_opening_it(tmp_path: Path, kind: str) -> None:
     lower, upper = tmp_path / "lower", tmp_path / "upper"
     lower.mkdir()
     upper.mkdir()
@@ -89,9 +87,7 @@ def test_diff_writer_never_opens_a_file_swapped_for_a_node(
 
 
 @pytest.mark.parametrize("kind", sorted(NODE_KINDS))
-def test_account_file_that_is_a_node_is_absent_and_never_opened(
-    tmp_path: Path, kind: str
-) -> None:
+def test_account_file_that_is_a_node_is_absent_and_never_opened(tmp_path: Path, kind: str) -> None:
     (tmp_path / "etc").mkdir()
     _plant(None, tmp_path / "etc/passwd", kind)
     with OpenWatch() as watch:
