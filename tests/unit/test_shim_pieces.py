@@ -19,7 +19,7 @@ from pycontainerd.api.events import task_pb2 as events
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
 from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
-from pycontainerd.shim import _io, _publisher, main
+from pycontainerd.shim import _io, _publisher, _runc, address, main
 from pycontainerd.shim._reaper import exit_status
 
 pytestmark = pytest.mark.unit
@@ -105,6 +105,7 @@ def test_delete_after_a_dead_server_removes_its_socket_log_and_lock(
     tmp_path = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))
     request.addfinalizer(lambda: shutil.rmtree(tmp_path))
     monkeypatch.setattr(main, "SOCKET_DIR", str(tmp_path))
+    monkeypatch.setattr(address, "SOCKET_DIR", str(tmp_path))
     path = main.socket_path("/run/d.sock", "ns", "")
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(path)  # bound, never listening: as after SIGKILL
@@ -283,3 +284,51 @@ def test_only_an_init_without_a_pid_namespace_of_its_own_has_its_leftovers_kille
     assert _shares_pid_namespace(spec({"type": "mount"}))
     assert _shares_pid_namespace(spec({"type": "pid", "path": "/proc/1/ns/pid"}))
     assert _shares_pid_namespace(str(tmp_path / "no-such-bundle"))
+
+
+# --- the exec fifo, as Start releases a runc container -------------------------------------
+
+
+def _fifo(tmp_path: Path) -> tuple[str, int]:
+    path = str(tmp_path / "exec.fifo")
+    os.mkfifo(path, 0o600)
+    return path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def test_the_exec_fifo_gives_the_inits_byte_once_it_execs(tmp_path: Path) -> None:
+    asyncio.run(_byte_once_it_execs(tmp_path))
+
+
+async def _byte_once_it_execs(tmp_path: Path) -> None:
+    path, fd = _fifo(tmp_path)
+    exited = asyncio.Event()
+    try:
+        reading = asyncio.ensure_future(_runc._read_exec_fifo(fd, exited))
+        await asyncio.sleep(0.05)
+        assert not reading.done(), "no writer yet: it must wait, not see an end"
+        writer = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        os.write(writer, b"0")
+        await asyncio.sleep(0.02)
+        assert not reading.done(), "the init has not exec'd (closed it) yet"
+        os.close(writer)
+        assert await asyncio.wait_for(reading, 5) == b"0"
+    finally:
+        os.close(fd)
+
+
+def test_an_init_that_exits_without_writing_gives_nothing_and_no_hang(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(_nothing_and_no_hang(tmp_path))
+
+
+async def _nothing_and_no_hang(tmp_path: Path) -> None:
+    _path, fd = _fifo(tmp_path)
+    exited = asyncio.Event()
+    try:
+        reading = asyncio.ensure_future(_runc._read_exec_fifo(fd, exited))
+        await asyncio.sleep(0.02)
+        exited.set()
+        assert await asyncio.wait_for(reading, 5) == b""
+    finally:
+        os.close(fd)

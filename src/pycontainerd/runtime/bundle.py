@@ -17,7 +17,7 @@ dot-directory that restore skips rather than a half-removed bundle.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -69,8 +69,18 @@ class Bundle:
     def delete(self) -> None:
         """Unmount the rootfs and remove the bundle and its work directory."""
         mount.unmount_all(self.rootfs, _UNMOUNT_FLAGS)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.rootfs.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Not empty: what runc made in a rootfs nothing was mounted on (a
+            # task created with no rootfs mounts); removed with the bundle.
+            # Something still mounted there is never removed through.
+            if exc.errno != errno.ENOTEMPTY or os.path.ismount(self.rootfs):
+                raise errdefs.FailedPrecondition(
+                    f"bundle of task {self.id}: rootfs still in use: {exc.strerror}"
+                ) from None
         _atomic_delete(self.path)
         _atomic_delete(self.work)
 

@@ -5,7 +5,9 @@ It keeps the live tasks of each namespace, each a :class:`ShimTask` on its
 own ttrpc connection to its shim.  Creating a task makes its bundle, starts
 the shim with ``start``, records the shim binary in the bundle and calls
 Create; deleting one calls Delete and Shutdown, closes the connection and
-removes the bundle.
+removes the bundle.  For our own shim the manager first looks for the live
+server of the task's group itself and runs ``start`` only when none
+answers (:func:`~pycontainerd.runtime.binary.live_group_server`).
 
 **A shim that dies.**  Every connection is watched; when one closes and the
 daemon did not delete its task, the manager runs ``SHIM delete`` (which
@@ -54,7 +56,15 @@ from pycontainerd import errdefs, identifiers, namespaces, plugin, ttrpc
 from pycontainerd.api.events import task_pb2 as events_pb
 from pycontainerd.events import Envelope, Exchange
 from pycontainerd.runtime import CreateOpts, Exit, State, Status
-from pycontainerd.runtime.binary import Resolver, ShimLog, delete_shim, socket_path, start_shim
+from pycontainerd.runtime.binary import (
+    OUR_SHIM,
+    Resolver,
+    ShimLog,
+    delete_shim,
+    live_group_server,
+    socket_path,
+    start_shim,
+)
 from pycontainerd.runtime.bundle import Bundle, load_bundle, new_bundle
 from pycontainerd.runtime.shim import STATE_TIMEOUT, ShimGone, ShimTask
 
@@ -63,8 +73,6 @@ __all__ = ["DEFAULT_RUNTIMES", "ID", "RuntimeConfig", "TaskManager"]
 log = logging.getLogger(__name__)
 
 ID = "task"
-#: Our shim, which both runc runtime names run unless the config says otherwise.
-OUR_SHIM = "containerd-shim-pyrunc-v2"
 DEFAULT_RUNTIMES: Mapping[str, Mapping[str, str]] = {
     "io.containerd.runc.v2": {"shim": OUR_SHIM},
     "io.containerd.pyrunc.v2": {"shim": OUR_SHIM},
@@ -213,20 +221,26 @@ class TaskManager:
         shim_log: ShimLog | None = None
         try:
             shim_log = await ShimLog.open(bundle)
-            options = opts.task_options
-            if options is None or not options.value:
-                options = opts.runtime_options
-            address = await start_shim(
-                binary,
-                bundle,
-                grpc_address=self._grpc_address,
-                ttrpc_address=self._ttrpc_address,
-                publish_binary=self._publish_binary,
-                options=options,
-                timeout=START_TIMEOUT,
-            )
+            client = None
+            if self._resolver.is_ours(binary):
+                client = await live_group_server(
+                    bundle, spec, grpc_address=self._grpc_address, timeout=LOAD_TIMEOUT
+                )
+            if client is None:
+                options = opts.task_options
+                if options is None or not options.value:
+                    options = opts.runtime_options
+                address = await start_shim(
+                    binary,
+                    bundle,
+                    grpc_address=self._grpc_address,
+                    ttrpc_address=self._ttrpc_address,
+                    publish_binary=self._publish_binary,
+                    options=options,
+                    timeout=START_TIMEOUT,
+                )
+                client = await ttrpc.Client.connect(address, timeout=LOAD_TIMEOUT)
             bundle.record_shim_binary(binary)
-            client = await ttrpc.Client.connect(address, timeout=LOAD_TIMEOUT)
         except BaseException:
             if shim_log is not None:
                 shim_log.close()
@@ -243,7 +257,8 @@ class TaskManager:
         await task.close()
         try:
             await asyncio.to_thread(task.bundle.delete)
-        except errdefs.ContainerdError:
+        except (errdefs.ContainerdError, OSError):
+            # The caller's error is the answer; this one is only logged.
             log.exception("removing bundle", extra={"namespace": task.namespace, "id": task.id})
 
     async def delete(self, id: str) -> Exit:

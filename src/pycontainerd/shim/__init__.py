@@ -15,7 +15,9 @@ to exist (an interpreter and asyncio and protobuf: roughly 20-30 MB) and
   path, and prints that address if a server answers there (about 15 ms,
   most of it the interpreter's own start).  Only when none does it bind the
   socket and spawn one, handing it the listening socket as fd 3, in its own
-  session, with the ``ShimCgroup`` of the runtime options applied.
+  session, with the ``ShimCgroup`` of the runtime options applied.  Our
+  daemon does not even run it while a server is live: it computes the
+  same address (:mod:`pycontainerd.shim.address`) and connects.
 - **One long-lived server per group** (:mod:`pycontainerd.shim.server`)
   serves many containers.  The group is the pod -- the
   ``io.kubernetes.cri.sandbox-id`` annotation, as containerd groups -- and

@@ -370,7 +370,7 @@ class TaskService:
             try:
                 if not process.exec_id:
                     try:
-                        await container.runc.start(container.id)
+                        await container.runc.start(container.id, exited=process.exited)
                     except RuncError as exc:
                         raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
                     if not process.exited.is_set():

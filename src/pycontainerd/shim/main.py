@@ -39,11 +39,10 @@ from pycontainerd.shim._layout import (
     RUNC_ROOT,
     SOCKET_DIR,
 )
+from pycontainerd.shim.address import group_of, socket_path
 
-__all__ = ["main"]
+__all__ = ["group_of", "main", "socket_path"]
 
-#: The spec annotation that groups a pod's containers into one shim.
-GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID")
 #: Bytes of runtime options read from stdin at most.
 MAX_OPTIONS = 1 << 20
 
@@ -89,51 +88,6 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], str]:
 
 
 # --- the socket address ---------------------------------------------------------------------
-
-
-def group_of(bundle: str, container_id: str) -> str:
-    """The grouping key: the pod's sandbox id when the spec names one, else
-    ``""`` (every container of the namespace in one server)."""
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            data = f.read(8 << 20)
-    except OSError:
-        return ""
-    # json costs an import on the hot path; most specs carry no pod annotation.
-    if not any(a.encode() in data for a in GROUP_ANNOTATIONS):
-        return ""
-    import json
-
-    try:
-        annotations = json.loads(data).get("annotations") or {}
-    except ValueError:
-        return ""
-    for name in GROUP_ANNOTATIONS:
-        value = annotations.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def _sha256_hex(data: bytes) -> str:
-    # hashlib loads OpenSSL (3 ms, a tenth of start); CPython's own sha256
-    # module gives the same digest without it.
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # 3.12+
-    except ImportError:
-        try:
-            from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
-        except ImportError:
-            from hashlib import sha256
-    return str(sha256(data).hexdigest())
-
-
-def socket_path(address: str, namespace: str, group: str) -> str:
-    """The server's socket for (daemon, namespace, group): a hash, as
-    containerd's ``SocketAddress``, in a domain of our own (no Go shim's
-    socket can share it)."""
-    key = "\0".join(("pyrunc", address, namespace, group))
-    return f"{SOCKET_DIR}/{_sha256_hex(key.encode())}"
 
 
 def _unix_socket() -> _socket.socket:

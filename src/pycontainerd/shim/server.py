@@ -127,6 +127,7 @@ def _compile_entry() -> None:
         os.path.join(package, "version.py"),
         os.path.join(shim, "__init__.py"),
         os.path.join(shim, "_layout.py"),
+        os.path.join(shim, "address.py"),
         os.path.join(shim, "main.py"),
     ):
         cached = importlib.util.cache_from_source(source)
