@@ -212,6 +212,42 @@ def test_reads_at_offsets_and_in_chunks(store: LocalStore) -> None:
     run(scenario())
 
 
+def test_a_small_blob_is_read_whole_as_it_opens_and_served_from_memory(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest-sized blob costs one trip to a thread (the open), not two;
+    a large one is read where it lies, a piece at a time."""
+    from pycontainerd.content import local
+
+    small = b"m" * local.SMALL_BLOB
+    large = b"L" * (local.SMALL_BLOB + 1)
+
+    async def scenario() -> None:
+        small_dgst = await write(store, "s", small)
+        large_dgst = await write(store, "l", large)
+        preads: list[int] = []
+        real = os.pread
+        monkeypatch.setattr(
+            local.os, "pread", lambda fd, n, off: preads.append(n) or real(fd, n, off)
+        )
+        reader = await store.reader_at(small_dgst)
+        assert preads == [len(small)]
+        assert await reader.read_at(10, 5) == small[10:15]
+        assert await reader.read_at(0, len(small) + 10) == small
+        assert preads == [len(small)]
+        await reader.close()
+        with pytest.raises(errdefs.FailedPrecondition):
+            await reader.read_at(0, 1)
+        preads.clear()
+        reader = await store.reader_at(large_dgst)
+        assert preads == []
+        assert await reader.read_at(3, 4) == large[3:7]
+        assert preads == [4]
+        await reader.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     "bad",
     ["sha256:../../../etc/passwd", "sha256:" + "A" * 64, "md5:abc", "sha256", "../x", "sha256:"],

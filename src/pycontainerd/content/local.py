@@ -64,6 +64,9 @@ T = TypeVar("T")
 
 _READ_BUF = 1 << 20
 
+#: Blobs this small (manifests, configs, indexes) are read whole as they are
+#: opened; a reader holds them until it is closed.
+SMALL_BLOB = 64 << 10
 #: What writers hash with, whatever the expected digest says (as containerd).
 CANONICAL = "sha256"
 
@@ -158,11 +161,14 @@ def _ingest_status(path: Path) -> Status:
 class _Reader:
     """A committed blob opened for reading; reads run in threads."""
 
-    __slots__ = ("_fd", "_size")
+    __slots__ = ("_fd", "_head", "_size")
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, head: bytes = b"") -> None:
         self._fd: int | None = fd
         self._size = size
+        #: The whole blob when it is small (read as it was opened: a manifest
+        #: or a config costs one trip to a thread, not two).
+        self._head = head
 
     @property
     def size(self) -> int:
@@ -180,6 +186,8 @@ class _Reader:
         size = min(size, self._size - offset)
         if size <= 0:
             return b""
+        if self._head:
+            return self._head[offset : offset + size]
         return await asyncio.get_running_loop().run_in_executor(None, self._pread, offset, size)
 
     def open_file(self) -> BinaryIO:
@@ -191,6 +199,7 @@ class _Reader:
         return open(f"/proc/self/fd/{fd}", "rb", buffering=0)
 
     async def close(self) -> None:
+        self._head = b""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
@@ -526,7 +535,10 @@ class LocalStore:
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}") from None
         try:
-            return _Reader(fd, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, size, 0) if 0 < size <= SMALL_BLOB else b""
+            # A blob that changed size under the read is read in place later.
+            return _Reader(fd, size, head if len(head) == size else b"")
         except BaseException:
             os.close(fd)
             raise

@@ -65,14 +65,15 @@ class ContentService:
             validate_digest(dgst)
         except errdefs.InvalidArgument as exc:
             raise errdefs.InvalidArgument(f"{dgst}: {exc.message}") from None
-        info = await self._store.info(dgst)
-        offset = max(offset, 0)
-        if offset > info.size:
-            raise errdefs.OutOfRange(f"read past object length {info.size} bytes")
-        if size <= 0 or offset + size > info.size:
-            size = info.size - offset
+        # The reader knows the size: no second lookup of the blob's record.
         reader = await self._store.reader_at(dgst)
         try:
+            total = reader.size
+            offset = max(offset, 0)
+            if offset > total:
+                raise errdefs.OutOfRange(f"read past object length {total} bytes")
+            if size <= 0 or offset + size > total:
+                size = total - offset
             end = offset + size
             while offset < end:
                 data = await reader.read_at(offset, min(content.READ_CHUNK, end - offset))
