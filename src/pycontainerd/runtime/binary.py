@@ -22,6 +22,13 @@ gone and prints a serialized ``containerd.task.v2.DeleteResponse``.
 containerd 1.6's shims publish events to ``TTRPC_ADDRESS``; the
 ``-publish-binary`` they are given is only their fallback.
 
+What ``start`` and ``delete`` print costs the daemon at most
+:data:`MAX_OUTPUT` (64 KiB) per stream, however much a misbehaving shim
+prints: both pipes are read at once, the first 64 KiB of each kept and the
+rest read and dropped (so the shim never blocks on a full pipe), until the
+shim closes them or the timeout kills it.  A cut answer is an error; a cut
+stderr is reported as cut.
+
 A shim logs to the fifo ``log`` in its bundle and blocks until someone
 reads it: :class:`ShimLog` opens it (read-write, so it never sees EOF nor
 blocks the shim) before the shim starts, and copies its lines to the
@@ -35,12 +42,16 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 from pycontainerd import errdefs, ttrpc
 from pycontainerd.api.runtime.v2.task import shim_pb2
@@ -239,30 +250,107 @@ def _env(namespace: str, grpc_address: str, ttrpc_address: str) -> dict[str, str
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """What a ``start`` or ``delete`` printed: at most :data:`MAX_OUTPUT`
+    bytes of each stream, and whether more was printed and thrown away."""
+
+    code: int
+    out: bytes
+    err: bytes
+    out_cut: bool = False
+    err_cut: bool = False
+
+    def stderr_text(self) -> str:
+        text = self.err.decode("utf-8", "replace").strip()
+        if self.err_cut:
+            text += f" [stderr cut at {MAX_OUTPUT} bytes]"
+        return text
+
+
+class _Collector(asyncio.SubprocessProtocol):
+    """Keeps the first :data:`MAX_OUTPUT` bytes a command prints on each of
+    stdout and stderr and drops the rest as it arrives.
+
+    The rest is read and dropped rather than left in the pipe: a shim blocked
+    on a full pipe would only end at the timeout, and killing it as soon as
+    it is over the cap would turn a chatty stderr beside a good answer into
+    a failure."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self._done = done
+        self.kept = {1: bytearray(), 2: bytearray()}
+        self.cut = {1: False, 2: False}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        kept = self.kept[fd]
+        room = MAX_OUTPUT - len(kept)
+        if len(data) > room:
+            self.cut[fd] = True
+            data = data[:room]
+        kept += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Both pipes closed and the process reaped.
+        if not self._done.done():
+            self._done.set_result(None)
+
+
 async def _run(
     argv: list[str], cwd: str | None, env: dict[str, str], stdin: bytes | None, timeout: float
-) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
+) -> _Output:
+    """Run a shim command and collect what it prints, bounded in memory
+    (:data:`MAX_OUTPUT` per stream, whatever the shim prints) and in time
+    (*timeout*, after which its process group is killed)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    transport, collector = await loop.subprocess_exec(
+        lambda: _Collector(done),
         *argv,
         cwd=cwd,
         env=env,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         # Its own process group, as containerd starts shims: a signal to the
         # daemon's group (a terminal's ^C) must not reach the shims.
         start_new_session=True,
     )
     try:
+        if stdin is not None:
+            pipe = transport.get_pipe_transport(0)
+            assert isinstance(pipe, asyncio.WriteTransport)
+            # Buffered by the transport and written as the shim reads; a
+            # shim that exits without reading closes the pipe, and its exit
+            # status tells.
+            pipe.write(stdin)
+            pipe.write_eof()
         async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(stdin)
+            await asyncio.shield(done)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        await _kill(transport, done)
         raise errdefs.DeadlineExceeded(f"{argv[0]} {argv[-1]}: no answer in {timeout}s") from None
-    assert proc.returncode is not None
-    return proc.returncode, out[:MAX_OUTPUT], err[:MAX_OUTPUT]
+    except BaseException:
+        await _kill(transport, done)
+        raise
+    code = transport.get_returncode()
+    transport.close()
+    assert code is not None
+    return _Output(
+        code, bytes(collector.kept[1]), bytes(collector.kept[2]), collector.cut[1], collector.cut[2]
+    )
+
+
+async def _kill(transport: asyncio.SubprocessTransport, done: asyncio.Future[None]) -> None:
+    """Kill a shim command that overran, with whatever it started in its
+    group (a long-lived shim is in a session of its own), close its pipes (a
+    helper outside the group must not keep them open) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(transport.get_pid(), signal.SIGKILL)
+    transport.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await asyncio.shield(done)
 
 
 async def start_shim(
@@ -280,17 +368,24 @@ async def start_shim(
         binary, bundle.namespace, grpc_address, publish_binary, ["-id", bundle.id, "start"]
     )
     stdin = options.SerializeToString() if options is not None and options.type_url else None
-    code, out, err = await _run(
+    result = await _run(
         argv,
         str(bundle.path),
         _env(bundle.namespace, grpc_address, ttrpc_address),
         stdin,
         timeout,
     )
-    if code != 0:
-        text = (out + err).decode("utf-8", "replace").strip()
-        raise errdefs.Unknown(f"failed to start shim: {text}: exit status {code}")
-    return socket_path(out.decode("utf-8", "replace").strip())
+    if result.code != 0:
+        text = (result.out + result.err).decode("utf-8", "replace").strip()
+        if result.out_cut or result.err_cut:
+            text += f" [output cut at {MAX_OUTPUT} bytes per stream]"
+        raise errdefs.Unknown(f"failed to start shim: {text}: exit status {result.code}")
+    if result.out_cut:
+        raise errdefs.Unknown(
+            f"failed to start shim: it printed more than {MAX_OUTPUT} bytes where an "
+            "address was expected"
+        )
+    return socket_path(result.out.decode("utf-8", "replace").strip())
 
 
 async def live_group_server(
@@ -353,20 +448,25 @@ async def delete_shim(
         ["-id", bundle.id, "-bundle", str(bundle.path), "delete"],
     )
     cwd = str(bundle.path) if bundle.path.is_dir() else None
-    code, out, err = await _run(
+    result = await _run(
         argv, cwd, _env(bundle.namespace, grpc_address, ttrpc_address), None, timeout
     )
-    if code != 0:
-        raise errdefs.Unknown(
-            f"{err.decode('utf-8', 'replace').strip()}: shim delete exited {code}"
-        )
-    if err.strip():
+    if result.code != 0:
+        raise errdefs.Unknown(f"{result.stderr_text()}: shim delete exited {result.code}")
+    if result.err.strip():
         log.warning(
             "cleanup warnings %s",
-            err.decode("utf-8", "replace").strip(),
+            result.stderr_text(),
             extra={"namespace": bundle.namespace, "id": bundle.id},
         )
-    response = shim_pb2.DeleteResponse.FromString(out)
+    if result.out_cut:
+        raise errdefs.Unknown(
+            f"shim delete printed more than {MAX_OUTPUT} bytes where a DeleteResponse was expected"
+        )
+    try:
+        response = shim_pb2.DeleteResponse.FromString(result.out)
+    except DecodeError as exc:
+        raise errdefs.Unknown(f"shim delete printed no DeleteResponse: {exc}") from None
     await asyncio.to_thread(bundle.delete)
     return Exit(
         pid=response.pid,
