@@ -1,0 +1,238 @@
+"""The registry HTTP client: bodies (length, chunked, to close), keep-alive,
+redirects and what they do to Authorization, and its bounds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
+
+from pycontainerd import errdefs
+from pycontainerd.remotes import _http
+from tests.unit._http_server import Reply, Request, serve
+
+pytestmark = pytest.mark.unit
+
+T = TypeVar("T")
+
+
+def run(aw: Awaitable[T]) -> T:
+    async def wrapped() -> T:
+        return await aw
+
+    return asyncio.run(wrapped())
+
+
+BODY = bytes(range(256)) * 4096  # 1 MiB
+
+
+async def _get(url: str, **kwargs: object) -> tuple[_http.Response, bytes]:
+    async with _http.HttpClient() as client:
+        response = await client.request("GET", url, **kwargs)  # type: ignore[arg-type]
+        async with response:
+            return response, await response.read(1 << 24)
+
+
+def test_content_length_body_is_read_whole_and_the_connection_is_reused() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=BODY)) as server, _http.HttpClient() as client:
+            for _ in range(3):
+                async with await client.request("GET", server.url + "/blob") as response:
+                    assert response.status == 200
+                    assert await response.read(len(BODY)) == BODY
+            assert len(server.connections) == 1
+            assert server.requests[0].headers["host"] == server.host
+
+    run(main())
+
+
+def test_chunked_body_is_decoded_with_extensions_and_trailers() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=BODY, chunked=True)) as server:
+            _, body = await _get(server.url + "/x")
+            assert body == BODY
+
+    run(main())
+
+
+def test_body_to_the_end_of_the_connection() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it"
+
+    async def main() -> None:
+        async with serve(lambda r: Reply(raw=raw)) as server:
+            _, body = await _get(server.url)
+            assert body == b"all of it"
+
+    run(main())
+
+
+def test_a_body_cut_short_is_connection_lost() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=BODY, close_after=1000)) as server:
+            with pytest.raises(_http.ConnectionLost, match="unread"):
+                await _get(server.url)
+
+    run(main())
+
+
+def test_read_refuses_a_body_over_its_cap() -> None:
+    async def main() -> None:
+        for chunked in (False, True):
+            async with (
+                serve(lambda r, c=chunked: Reply(body=BODY, chunked=c)) as server,
+                _http.HttpClient() as client,
+            ):
+                response = await client.request("GET", server.url)
+                async with response:
+                    with pytest.raises(errdefs.ResourceExhausted, match="more than the 1000"):
+                        await response.read(1000)
+
+    run(main())
+
+
+def test_an_oversized_header_block_is_refused() -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * (_http.MAX_HEADER_BYTES + 10) + b"\r\n\r\n"
+
+    async def main() -> None:
+        async with serve(lambda r: Reply(raw=raw)) as server:
+            with pytest.raises(errdefs.ResourceExhausted, match="header block"):
+                await _get(server.url)
+
+    run(main())
+
+
+def test_too_many_header_fields_are_refused() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(_http.MAX_HEADERS + 1))
+    raw = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n\r\n"
+
+    async def main() -> None:
+        async with serve(lambda r: Reply(raw=raw)) as server:
+            with pytest.raises(errdefs.ResourceExhausted, match="header fields"):
+                await _get(server.url)
+
+    run(main())
+
+
+def test_a_malformed_status_line_is_an_error() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(raw=b"SSH-2.0-OpenSSH\r\n\r\n")) as server:
+            with pytest.raises(errdefs.Unknown, match="malformed status line"):
+                await _get(server.url)
+
+    run(main())
+
+
+def test_redirect_to_another_host_drops_authorization() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=b"stored")) as storage:
+
+            def registry(request: Request) -> Reply:
+                if request.path == "/same":
+                    return Reply(307, {"Location": "/other"})
+                if request.path == "/other":
+                    return Reply(302, {"Location": storage.url + "/blob?sig=1"})
+                return Reply(404)
+
+            async with serve(registry) as server:
+                headers = {"Authorization": "Bearer secret"}
+                response, body = await _get(server.url + "/same", headers=headers)
+                assert body == b"stored"
+                assert str(response.url) == storage.url + "/blob?sig=1"
+                # Kept on the same host, dropped on the way to the storage.
+                assert [r.headers.get("authorization") for r in server.requests] == [
+                    "Bearer secret",
+                    "Bearer secret",
+                ]
+                assert storage.requests[0].headers.get("authorization") is None
+                assert storage.requests[0].target == "/blob?sig=1"
+
+    run(main())
+
+
+def test_redirects_are_limited() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(302, {"Location": "/again"})) as server:
+            with pytest.raises(errdefs.Unavailable, match="redirects"):
+                await _get(server.url)
+            assert len(server.requests) == _http.MAX_REDIRECTS + 1
+
+    run(main())
+
+
+def test_a_silent_server_times_out() -> None:
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.read(1 << 16)
+                await asyncio.sleep(5)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with _http.HttpClient(read_timeout=0.2) as client:
+                with pytest.raises(errdefs.DeadlineExceeded, match="no data"):
+                    await client.request("GET", f"http://127.0.0.1:{port}/")
+        finally:
+            server.close()
+
+    run(main())
+
+
+def test_a_refused_connection_is_connection_lost() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply()) as server:
+            url = server.url
+        with pytest.raises(_http.ConnectionLost, match="connecting"):
+            await _get(url)
+
+    run(main())
+
+
+def test_a_pooled_connection_closed_by_the_server_is_replaced() -> None:
+    async def main() -> None:
+        replies = iter([Reply(body=b"one", headers={}), Reply(body=b"two")])
+
+        def handler(request: Request) -> Reply:
+            return next(replies)
+
+        async with serve(handler) as server, _http.HttpClient() as client:
+            async with await client.request("GET", server.url) as response:
+                assert await response.read(10) == b"one"
+            # The server forgets the idle connection.
+            for conn in client._idle.values():
+                for c in conn:
+                    assert c.transport is not None
+                    c.transport.abort()
+            await asyncio.sleep(0.01)
+            async with await client.request("GET", server.url) as response:
+                assert await response.read(10) == b"two"
+
+    run(main())
+
+
+def test_streamed_request_body_is_sent_chunked() -> None:
+    async def main() -> None:
+        async def pieces():  # type: ignore[no-untyped-def]
+            yield b"abc"
+            yield b"def"
+
+        async with serve(lambda r: Reply(201)) as server, _http.HttpClient() as client:
+            async with await client.request("PUT", server.url, body=pieces()) as response:
+                assert response.status == 201
+            assert server.requests[0].body == b"abcdef"
+            assert server.requests[0].headers["transfer-encoding"] == "chunked"
+
+    run(main())
+
+
+def test_urls() -> None:
+    url = _http.URL.parse("https://r.example:443/v2/x?a=1")
+    assert (url.netloc, url.target) == ("r.example", "/v2/x?a=1")
+    assert str(url.join("/v2/y")) == "https://r.example/v2/y"
+    assert str(url.join("http://s:81/z")) == "http://s:81/z"
+    with pytest.raises(errdefs.InvalidArgument):
+        _http.URL.parse("ftp://x/")
