@@ -43,6 +43,7 @@ from pycontainerd.mount import Mount
 from pycontainerd.runtime import IO, CreateOpts, ExecOpts, Exit, ProcessInfo, State, UpdateOpts
 from pycontainerd.runtime import manager as runtime_manager
 from pycontainerd.runtime.shim import STATE_TIMEOUT, ShimTask
+from pycontainerd.typeurl import unmarshal_any
 
 __all__ = ["ID", "Metric", "TasksService"]
 
@@ -234,8 +235,13 @@ def _checkpoint_path(runtime: str, options: any_pb2.Any | None) -> str:
     """containerd's ``getCheckpointPath``: runc's CheckpointOptions.image_path."""
     if options is None or not runtime.startswith("io.containerd.runc"):
         return ""
-    checkpoint_options = oci_pb2.CheckpointOptions()
-    if not options.Unpack(checkpoint_options):
+    # Go clients name the type bare (``containerd.runc.v1.CheckpointOptions``),
+    # which protobuf's own Any.Unpack refuses for want of a ``/``.
+    try:
+        checkpoint_options = unmarshal_any(options)
+    except errdefs.NotFound:
+        checkpoint_options = None
+    if not isinstance(checkpoint_options, oci_pb2.CheckpointOptions):
         raise errdefs.InvalidArgument(f"invalid task checkpoint option for {runtime}")
     return checkpoint_options.image_path
 

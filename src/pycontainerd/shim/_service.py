@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -621,7 +622,14 @@ class TaskService:
                     container.id, image_path, work_path, leave_running=not options.exit
                 )
             except RuncError as exc:
-                raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
+                # runc only says "criu failed" and where CRIU's log is; the
+                # log goes with the bundle, so its reasons travel here.
+                reasons = await asyncio.to_thread(criu_errors, os.path.join(work_path, "dump.log"))
+                # One line, as a client prints it ("errno 0\nlog file: ...").
+                message = " ".join(str(exc).splitlines())
+                if reasons:
+                    message += "; CRIU's dump.log says: " + "; ".join(reasons)
+                raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, message) from None
         self._publish(
             container, events.TaskCheckpointed(container_id=container.id, checkpoint=image_path)
         )
@@ -701,6 +709,40 @@ class TaskService:
         if not self.containers:
             self._on_empty()
         return empty_pb2.Empty()
+
+
+#: How much of the end of a CRIU log is read for its errors, and how many are kept.
+CRIU_LOG_TAIL = 256 << 10
+CRIU_LOG_ERRORS = 4
+_CRIU_ERROR = re.compile(r"Error \(([^)]*)\): (.*)")
+
+
+def criu_errors(log_path: str) -> list[str]:
+    """The first few ``Error (file:line): ...`` lines at the end of a CRIU
+    log (``dump.log``, ``restore.log``), each cut at 512 characters; none
+    when the log cannot be read."""
+    try:
+        fd = os.open(log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as log_file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        size = os.fstat(fd).st_size
+        log_file.seek(max(0, size - CRIU_LOG_TAIL))
+        tail = log_file.read(CRIU_LOG_TAIL).decode("utf-8", "replace")
+    errors: list[str] = []
+    for line in tail.splitlines():
+        found = _CRIU_ERROR.search(line)
+        # A helper's exit status says nothing the lines after it do not.
+        if found is None or found.group(2).startswith("exited, status="):
+            continue
+        text = f"{found.group(2).strip()} ({found.group(1)})"[:512]
+        if text not in errors:
+            errors.append(text)
+        if len(errors) == CRIU_LOG_ERRORS:
+            break
+    return errors
 
 
 def _shares_pid_namespace(bundle: str) -> bool:
