@@ -86,7 +86,7 @@ def _assert_names_criu(ctr: Cli, message: str) -> None:
         assert "CRIU's dump.log says: " + _criu_check()[1] in message
 
 
-def test_ctr_task_checkpoint_names_criu_and_the_task_runs_on(ctr: Cli) -> None:
+def test_ctr_and_pyctr_checkpoint_name_criu_and_the_task_runs_on(ctr: Cli) -> None:
     ctr("run", "-d", IMAGE, "ck1", "sh", "-c", COUNTER)
     try:
         tasks.wait_for(lambda: _count_or_zero(ctr, "ck1") > 0)
@@ -96,6 +96,9 @@ def test_ctr_task_checkpoint_names_criu_and_the_task_runs_on(ctr: Cli) -> None:
             ("containers", "checkpoint", "--task", "ck1", "checkpoint/ck1:1"),
         ):
             _assert_names_criu(ctr, ctr.error(*args))
+        pyctr = Cli("pyctr", ctr.address, ctr.namespace)
+        message = pyctr.error("tasks", "checkpoint", "--image-path", "/tmp/pcd-never", "ck1")
+        _assert_names_criu(ctr, message)
         # ctr paused the task for the checkpoint and resumed it after.
         statuses = {row[0]: row[2] for row in table(ctr("tasks", "ls").stdout)[1:]}
         assert statuses["ck1"] == "RUNNING"
