@@ -480,12 +480,15 @@ class Response:
             parts.append(data)
 
     async def discard(self, limit: int = 64 * 1024) -> None:
-        """Drop a small body so the connection can be reused; a larger one closes it."""
+        """Drop a small body and close: the connection goes back to the pool
+        when the body was read, and is closed when it was larger."""
         try:
             await self.read(limit)
         except errdefs.ContainerdError:
             if self._conn is not None:
                 self._conn.close()
+        finally:
+            await self.aclose()
 
 
 RequestBody = bytes | AsyncIterable[bytes]

@@ -1,0 +1,218 @@
+"""Our resolver, fetcher and pusher against Debian's docker-registry on
+127.0.0.1: push an image built from busybox-static, resolve it by tag and by
+digest, fetch and verify every blob; not-found errors; Basic auth and Bearer
+tokens, with and without credentials; a hosts.toml mirror used first;
+existing blobs skipped and blobs mounted across repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from pycontainerd import errdefs
+from pycontainerd.remotes import Resolver, static_credentials
+from tests.support.registry import (
+    BuiltImage,
+    RunningRegistry,
+    busybox_image,
+    push_image,
+    registry,
+    token_server,
+)
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def run(aw: Awaitable[T]) -> T:
+    async def wrapped() -> T:
+        return await aw
+
+    return asyncio.run(wrapped())
+
+
+@pytest.fixture(scope="module")
+def open_registry() -> Iterator[RunningRegistry]:
+    with registry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def image() -> BuiltImage:
+    return busybox_image()
+
+
+async def _pull_all(resolver: Resolver, ref: str, image: BuiltImage) -> str:
+    """Resolve ``ref`` and fetch everything it points at, checking it is ``image``."""
+    name, desc = await resolver.resolve(ref)
+    assert desc.digest == image.manifest.digest
+    assert desc.media_type == image.manifest.media_type
+    assert desc.size == image.manifest.size
+    fetcher = resolver.fetcher(name)
+    manifest = json.loads(await fetcher.fetch_bytes(desc))
+    assert manifest["config"]["digest"] == image.config.digest
+    for blob in image.blobs:
+        assert b"".join([c async for c in fetcher.fetch(blob)]) == blob.data
+    return name
+
+
+def test_push_resolve_by_tag_and_digest_and_fetch(
+    open_registry: RunningRegistry, image: BuiltImage
+) -> None:
+    ref = f"{open_registry.host}/library/busybox:latest"
+
+    async def main() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            results = await push_image(resolver, ref, image)
+            assert set(results.values()) == {"uploaded"}
+            assert await _pull_all(resolver, ref, image) == ref
+            by_digest = f"{open_registry.host}/library/busybox@{image.manifest.digest}"
+            assert await _pull_all(resolver, by_digest, image) == by_digest
+            # Pushed again, every blob is skipped; the manifest is put again (the tag).
+            again = await push_image(resolver, ref, image)
+            assert [again[b.digest] for b in image.blobs] == ["exists", "exists"]
+
+    run(main())
+
+
+def test_cross_repository_mount(open_registry: RunningRegistry, image: BuiltImage) -> None:
+    source = f"{open_registry.host}/library/busybox:latest"
+    dest = f"{open_registry.host}/team/copy:v1"
+
+    async def main() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            await push_image(resolver, source, image)
+            results = await push_image(resolver, dest, image, source_repository="library/busybox")
+            assert [results[b.digest] for b in image.blobs] == ["mounted", "mounted"]
+            await _pull_all(resolver, dest, image)
+
+    run(main())
+
+
+def test_chunked_upload_to_the_real_registry(open_registry: RunningRegistry) -> None:
+    image = busybox_image(extra=b"chunked")
+    layer = image.layers[0]
+    ref = f"{open_registry.host}/chunked/app:v1"
+
+    async def main() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            pusher = resolver.pusher(ref)
+            assert await pusher.push(layer, layer.data, chunk_size=256 * 1024) == "uploaded"
+            fetched = b"".join([c async for c in resolver.fetcher(ref).fetch(layer)])
+            assert fetched == layer.data
+
+    run(main())
+
+
+def test_missing_repository_and_tag_are_not_found(
+    open_registry: RunningRegistry, image: BuiltImage
+) -> None:
+    async def main() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            await push_image(resolver, f"{open_registry.host}/library/busybox:latest", image)
+            missing_repo = f"{open_registry.host}/no/such:latest"
+            with pytest.raises(errdefs.NotFound, match=f"{missing_repo}: not found"):
+                await resolver.resolve(missing_repo)
+            missing_tag = f"{open_registry.host}/library/busybox:nope"
+            with pytest.raises(errdefs.NotFound, match=f"{missing_tag}: not found"):
+                await resolver.resolve(missing_tag)
+            with pytest.raises(errdefs.NotFound):
+                fetcher = resolver.fetcher(missing_repo)
+                [c async for c in fetcher.fetch(image.layers[0])]
+
+    run(main())
+
+
+def test_basic_auth_with_and_without_credentials(image: BuiltImage) -> None:
+    with registry(users={"alice": "s3cret"}) as reg:
+        ref = f"{reg.host}/library/busybox:latest"
+
+        async def main() -> None:
+            async with Resolver(plain_http=True) as anonymous:
+                with pytest.raises(errdefs.PermissionDenied, match="none was given"):
+                    await push_image(anonymous, ref, image)
+            wrong = static_credentials("alice", "wrong")
+            async with Resolver(plain_http=True, credentials=wrong) as resolver:
+                with pytest.raises(errdefs.PermissionDenied):
+                    await resolver.resolve(ref)
+            right = static_credentials("alice", "s3cret")
+            async with Resolver(plain_http=True, credentials=right) as resolver:
+                await push_image(resolver, ref, image)
+                await _pull_all(resolver, ref, image)
+            async with Resolver(plain_http=True) as anonymous:
+                with pytest.raises(errdefs.PermissionDenied):
+                    await anonymous.resolve(ref)
+
+        run(main())
+
+
+def test_token_auth_with_and_without_credentials(image: BuiltImage) -> None:
+    with token_server({"bob": "hunter2"}) as tokens, registry(token=tokens) as reg:
+        ref = f"{reg.host}/library/busybox:latest"
+
+        async def main() -> None:
+            async with Resolver(plain_http=True) as anonymous:
+                with pytest.raises(errdefs.PermissionDenied):
+                    await push_image(anonymous, ref, image)
+            creds = static_credentials("bob", "hunter2")
+            async with Resolver(plain_http=True, credentials=creds) as resolver:
+                await push_image(resolver, ref, image)
+                await _pull_all(resolver, ref, image)
+            async with Resolver(plain_http=True) as anonymous:
+                with pytest.raises(errdefs.PermissionDenied):
+                    await anonymous.resolve(ref)
+            async with Resolver(
+                plain_http=True, credentials=static_credentials("bob", "nope")
+            ) as resolver:
+                with pytest.raises(errdefs.PermissionDenied, match="token server refused"):
+                    await resolver.resolve(ref)
+
+        run(main())
+        assert any(
+            "scope=repository%3Alibrary%2Fbusybox%3Apull%2Cpush" in r for r in tokens.requests
+        )
+
+
+def test_anonymous_pull_with_tokens(image: BuiltImage) -> None:
+    with token_server({"bob": "pw"}, anonymous=("pull",)) as tokens, registry(token=tokens) as reg:
+        ref = f"{reg.host}/library/busybox:latest"
+
+        async def main() -> None:
+            creds = static_credentials("bob", "pw")
+            async with Resolver(plain_http=True, credentials=creds) as resolver:
+                await push_image(resolver, ref, image)
+            async with Resolver(plain_http=True) as anonymous:
+                await _pull_all(anonymous, ref, image)
+
+        run(main())
+
+
+def test_a_hosts_toml_mirror_is_tried_first(tmp_path: Path, image: BuiltImage) -> None:
+    with registry() as upstream, registry() as mirror:
+        # Only the mirror has the image; the upstream has never heard of it.
+        (tmp_path / upstream.host).mkdir()
+        (tmp_path / upstream.host / "hosts.toml").write_text(
+            f'server = "http://{upstream.host}"\n'
+            f'[host."http://{mirror.host}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+        )
+        ref = f"{upstream.host}/library/busybox:latest"
+
+        async def main() -> None:
+            async with Resolver(plain_http=True) as resolver:
+                await push_image(resolver, f"{mirror.host}/library/busybox:latest", image)
+            async with Resolver(hosts_dir=tmp_path) as resolver:
+                await _pull_all(resolver, ref, image)
+                # Pushes go to the server: the mirror is not trusted with them.
+                pushed = await push_image(resolver, ref, image)
+                assert set(pushed.values()) == {"uploaded"}
+            async with Resolver(plain_http=True) as direct:
+                await _pull_all(direct, ref, image)
+
+        run(main())
