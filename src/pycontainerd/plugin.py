@@ -52,6 +52,8 @@ class PluginType(enum.StrEnum):
     TTRPC = "io.containerd.ttrpc.v1"
     RUNTIME_V2 = "io.containerd.runtime.v2"
     INTERNAL = "io.containerd.internal.v1"
+    STREAMING = "io.containerd.streaming.v1"
+    TRANSFER = "io.containerd.transfer.v1"
 
 
 class SkipPlugin(Exception):

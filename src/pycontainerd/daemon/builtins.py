@@ -25,6 +25,7 @@ MODULES = (
     "pycontainerd.services.tasks",
     "pycontainerd.services.events",
     "pycontainerd.services.introspection",
+    "pycontainerd.services.streaming",
     # ... and containerd's API over them (io.containerd.grpc.v1).
     "pycontainerd.edge.api.version",
     "pycontainerd.edge.api.health",
@@ -38,6 +39,7 @@ MODULES = (
     "pycontainerd.edge.api.diff",
     "pycontainerd.edge.api.events",
     "pycontainerd.edge.api.introspection",
+    "pycontainerd.edge.api.streaming",
     # ... and over ttrpc (io.containerd.ttrpc.v1), for the shims.
     "pycontainerd.edge.api.ttrpc_events",
 )
