@@ -434,3 +434,30 @@ def test_hosts_callable_is_used() -> None:
                 assert await fetch_all(resolver, "example.com/x/y", desc) == b"data"
 
     run(main())
+
+
+def test_fetch_from_an_offset_with_and_without_range_support() -> None:
+    fake = FakeRegistry()
+    desc = fake.add_blob(BLOB)
+    offset = 777_777
+
+    async def main() -> None:
+        for ranges in (True, False):
+            fake.ranges = ranges
+            async with serve(fake) as server, Resolver(plain_http=True) as resolver:
+                fetcher = resolver.fetcher(f"{server.host}/app")
+                state = hashlib.sha256(BLOB[:offset])
+                rest = [c async for c in fetcher.fetch(desc, offset=offset, digest_state=state)]
+                assert b"".join(rest) == BLOB[offset:]
+                assert server.requests[-1].headers["range"] == f"bytes={offset}-"
+                # Without the first bytes' digest only the size is checked...
+                rest = [c async for c in fetcher.fetch(desc, offset=offset)]
+                assert b"".join(rest) == BLOB[offset:]
+                # ...and with a wrong one, the digest fails.
+                wrong = hashlib.sha256(b"not the prefix")
+                with pytest.raises(errdefs.FailedPrecondition, match="unexpected commit digest"):
+                    [c async for c in fetcher.fetch(desc, offset=offset, digest_state=wrong)]
+                with pytest.raises(errdefs.InvalidArgument, match="outside"):
+                    [c async for c in fetcher.fetch(desc, offset=len(BLOB) + 1)]
+
+    run(main())

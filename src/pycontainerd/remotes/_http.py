@@ -394,8 +394,9 @@ class Response:
         else:
             conn.close()
 
-    async def _next(self, limit: int) -> bytes:
-        """The next piece of body, up to ``limit`` bytes; b"" at its end."""
+    async def read_chunk(self, limit: int) -> bytes:
+        """The next piece of body, up to ``limit`` bytes (about that much while
+        data flows); b"" at its end."""
         conn = self._conn
         if self._done or conn is None:
             return b""
@@ -452,7 +453,7 @@ class Response:
         """The body in pieces of up to ``chunk_size`` bytes (about that size
         while data flows); raises :class:`ConnectionLost` if it is cut short."""
         while True:
-            data = await self._next(chunk_size)
+            data = await self.read_chunk(chunk_size)
             if not data:
                 return
             yield data
@@ -468,7 +469,7 @@ class Response:
         parts: list[bytes] = []
         total = 0
         while True:
-            data = await self._next(min(CHUNK_SIZE, limit + 1 - total))
+            data = await self.read_chunk(min(CHUNK_SIZE, limit + 1 - total))
             if not data:
                 return b"".join(parts)
             total += len(data)
