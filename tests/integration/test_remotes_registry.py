@@ -216,3 +216,26 @@ def test_a_hosts_toml_mirror_is_tried_first(tmp_path: Path, image: BuiltImage) -
                 await _pull_all(direct, ref, image)
 
         run(main())
+
+
+def test_tls_with_a_ca_from_hosts_toml_or_skip_verify(tmp_path: Path, image: BuiltImage) -> None:
+    with registry(tls=True) as reg:
+        assert reg.ca_file is not None
+        ref = f"{reg.host}/library/busybox:latest"
+        (tmp_path / reg.host).mkdir()
+        (tmp_path / reg.host / "ca.pem").write_bytes(reg.ca_file.read_bytes())
+        (tmp_path / reg.host / "hosts.toml").write_text(
+            f'server = "https://{reg.host}"\nca = "ca.pem"\n'
+        )
+
+        async def main() -> None:
+            async with Resolver(hosts_dir=tmp_path) as resolver:
+                await push_image(resolver, ref, image)
+                await _pull_all(resolver, ref, image)
+            async with Resolver() as untrusting:
+                with pytest.raises(errdefs.Unavailable, match="TLS handshake"):
+                    await untrusting.resolve(ref)
+            async with Resolver(skip_verify=True) as trusting:
+                await _pull_all(trusting, ref, image)
+
+        run(main())

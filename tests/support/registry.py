@@ -50,10 +50,61 @@ class RunningRegistry:
     host: str  # 127.0.0.1:PORT, as a reference's domain
     root: Path
     log: Path
+    ca_file: Path | None = None  # the CA of its certificate, when it serves TLS
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca_file else 'http'}://{self.host}"
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def build(
+        subject: str,
+        issuer: x509.Name | None,
+        key: ec.EllipticCurvePrivateKey,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("pycontainerd test CA", None, ca_key, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build("127.0.0.1", ca_cert.subject, key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca_cert.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
 
 
 def _htpasswd(users: Mapping[str, str]) -> str:
@@ -83,9 +134,11 @@ def registry(
     *,
     users: Mapping[str, str] | None = None,
     token: TokenServer | None = None,
+    tls: bool = False,
 ) -> Iterator[RunningRegistry]:
-    """A docker-registry serving plain HTTP on 127.0.0.1; ``users`` turns on
-    Basic auth, ``token`` Bearer tokens from that server."""
+    """A docker-registry on 127.0.0.1, over plain HTTP or, with ``tls``, HTTPS
+    with a certificate from a throwaway CA; ``users`` turns on Basic auth,
+    ``token`` Bearer tokens from that server."""
     if not os.path.exists(REGISTRY_BINARY):
         pytest.skip("docker-registry is not installed")
     root = Path(tempfile.mkdtemp(prefix="pycontainerd-registry-"))
@@ -108,6 +161,10 @@ def registry(
         f"  addr: {host}",
         f"  secret: {uuid.uuid4().hex}",
     ]
+    ca_file = None
+    if tls:
+        ca_file, cert, key = _tls_files(root)
+        config += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
     if users:
         (root / "htpasswd").write_text(_htpasswd(users))
         config += ["auth:", "  htpasswd:", "    realm: test", f"    path: {root / 'htpasswd'}"]
@@ -131,7 +188,7 @@ def registry(
         )
     try:
         _wait_ready(host, proc, log)
-        yield RunningRegistry(host, root, log)
+        yield RunningRegistry(host, root, log, ca_file)
     finally:
         proc.terminate()
         try:

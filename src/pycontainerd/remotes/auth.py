@@ -13,8 +13,9 @@ server says nothing, as the protocol specifies) runs out.  A token answer is
 read into memory only up to :data:`MAX_TOKEN_RESPONSE` bytes.
 
 Credentials come from a callback ``(host) -> (username, secret) | None``,
-asked each time a challenge needs them; ``host`` is the registry's
-``host[:port]`` as in the reference (``docker.io`` for Docker Hub).
+asked each time a challenge needs them; ``host`` is the ``host[:port]`` of
+the endpoint that asked, as containerd passes it: ``registry-1.docker.io``
+for Docker Hub, a mirror's own host for a mirror.
 """
 
 from __future__ import annotations
