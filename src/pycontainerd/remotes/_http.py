@@ -186,9 +186,16 @@ class _Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._start == self._end:
             self._start = self._end = 0
-        elif BUFFER_SIZE - self._end < _MIN_READ:
+        elif len(self._buf) - self._end < _MIN_READ:
             n = self._end - self._start
-            self._buf[:n] = self._view[self._start : self._end]
+            if len(self._buf) - n < _MIN_READ:
+                # Only a TLS transport that had decrypted data in hand when it
+                # was paused gets here; give it room rather than nothing.
+                bigger = bytearray(len(self._buf) + BUFFER_SIZE)
+                bigger[:n] = self._view[self._start : self._end]
+                self._buf, self._view = bigger, memoryview(bigger)
+            else:
+                self._buf[:n] = self._view[self._start : self._end]
             self._start, self._end = 0, n
         return self._view[self._end :]
 
@@ -198,7 +205,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._wake()
         if (
             not self._paused
-            and BUFFER_SIZE - (self._end - self._start) < _MIN_READ
+            and len(self._buf) - (self._end - self._start) < _MIN_READ
             and self.transport is not None
         ):
             self._paused = True
@@ -264,7 +271,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _take(self, n: int) -> bytes:
         data = bytes(self._view[self._start : self._start + n])
         self._start += n
-        if self._paused and BUFFER_SIZE - (self._end - self._start) >= BUFFER_SIZE // 2:
+        if self._paused and len(self._buf) - (self._end - self._start) >= BUFFER_SIZE // 2:
             self._paused = False
             assert self.transport is not None
             self.transport.resume_reading()
