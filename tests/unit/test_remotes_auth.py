@@ -12,9 +12,12 @@ from typing import TypeVar
 from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycontainerd import errdefs
 from pycontainerd.remotes import Resolver, _http, static_credentials
+from pycontainerd.remotes._errors import parse_errors
 from pycontainerd.remotes.auth import Authorizer, Challenge, parse_challenges
 from tests.unit._http_server import Reply, Request, serve
 
@@ -207,3 +210,17 @@ def test_unknown_scheme_is_refused() -> None:
                 await auth.answer("h", [Challenge("negotiate")], [])
 
     run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=200), max_size=3))
+def test_challenge_parsing_never_fails(values: list[str]) -> None:
+    for challenge in parse_challenges(values):
+        assert challenge.scheme and challenge.scheme == challenge.scheme.lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_error_body_parsing_never_fails(body: bytes) -> None:
+    parse_errors(body)
+    parse_errors(b'{"errors":' + body + b"}")

@@ -236,3 +236,23 @@ def test_urls() -> None:
     assert str(url.join("http://s:81/z")) == "http://s:81/z"
     with pytest.raises(errdefs.InvalidArgument):
         _http.URL.parse("ftp://x/")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (b"zz\r\n", errdefs.Unknown, "invalid chunk size"),
+        (b"a" * (_http.MAX_LINE + 10), errdefs.ResourceExhausted, "chunk size line"),
+        (b"3\r\nabcX\r\n", errdefs.Unknown, "data after a chunk"),
+        (b"5\r\nab", _http.ConnectionLost, "middle of a chunk"),
+    ],
+)
+def test_broken_chunked_bodies_are_errors(raw: bytes, error: type[Exception], message: str) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    async def main() -> None:
+        async with serve(lambda r: Reply(raw=head + raw)) as server:
+            with pytest.raises(error, match=message):
+                await _get(server.url)
+
+    run(main())
