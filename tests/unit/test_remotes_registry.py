@@ -461,3 +461,45 @@ def test_fetch_from_an_offset_with_and_without_range_support() -> None:
                     [c async for c in fetcher.fetch(desc, offset=len(BLOB) + 1)]
 
     run(main())
+
+
+def test_a_blob_redirected_to_storage_resumes_there() -> None:
+    storage = FakeRegistry(cut_after=100_000)
+    desc = storage.add_blob(BLOB)
+
+    def token_and_storage(request: Request) -> Reply:
+        if request.path == "/token":
+            return Reply(200, body=b'{"token": "t"}')
+        return storage(request)
+
+    async def main() -> None:
+        async with serve(token_and_storage) as store:
+
+            def registry(request: Request) -> Reply:
+                if request.headers.get("authorization") != "Bearer t":
+                    return Reply(401, {"WWW-Authenticate": f'Bearer realm="{store.url}/token"'})
+                return Reply(307, {"Location": f"{store.url}/v2/app/blobs/{desc.digest}"})
+
+            async with serve(registry) as server, Resolver(plain_http=True) as resolver:
+                assert await fetch_all(resolver, f"{server.host}/app", desc) == BLOB
+            blob_gets = [r for r in store.requests if r.path.startswith("/v2/")]
+            assert len(blob_gets) == 2 and blob_gets[1].headers["range"].startswith("bytes=")
+            # The registry's token never reaches the storage.
+            assert all("authorization" not in r.headers for r in blob_gets)
+
+    run(main())
+
+
+def test_concurrent_fetches_share_the_pool() -> None:
+    fake = FakeRegistry()
+    descs = [fake.add_blob(bytes([i]) * (300_000 + i)) for i in range(8)]
+
+    async def main() -> None:
+        async with serve(fake) as server, Resolver(plain_http=True) as resolver:
+            fetched = await asyncio.gather(
+                *(fetch_all(resolver, f"{server.host}/app", d) for d in descs * 2)
+            )
+            assert [len(b) for b in fetched] == [d.size for d in descs * 2]
+            assert len(server.connections) <= 16
+
+    run(main())
