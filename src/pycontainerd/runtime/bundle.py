@@ -13,11 +13,16 @@ The namespace and id are validated before either touches a path.  Deleting a
 bundle first unmounts whatever is still on ``rootfs``, then renames the
 directory to a hidden name and removes it, so a crash half-way leaves a
 dot-directory that restore skips rather than a half-removed bundle.
+
+A task whose spec maps gid 0 to a host gid (a user namespace) gets its
+bundle in that group, mode 0710: runc mounts the rootfs from inside the
+namespace, as the remapped root, and must get through to it.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -97,6 +102,8 @@ def new_bundle(root: Path, state: Path, namespace: str, id: str, spec: bytes | N
         except FileExistsError:
             raise errdefs.AlreadyExists(f"bundle of task {id}") from None
         made.append(bundle.path)
+        if spec is not None:
+            _open_to_remapped_root(bundle.path, spec)
         bundle.rootfs.mkdir(mode=0o711)
         bundle.work.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         try:
@@ -115,6 +122,36 @@ def new_bundle(root: Path, state: Path, namespace: str, id: str, spec: bytes | N
             shutil.rmtree(path, ignore_errors=True)
         raise
     return bundle
+
+
+def remapped_gid(spec: bytes) -> int:
+    """The host gid a spec's user namespace maps the container's gid 0 to;
+    0 when it maps none (containerd's ``remappedGID``)."""
+    if not spec.strip():
+        return 0
+    try:
+        document = json.loads(spec)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"task spec is not JSON: {exc}") from None
+    linux = document.get("linux") if isinstance(document, dict) else None
+    mappings = linux.get("gidMappings") if isinstance(linux, dict) else None
+    for mapping in mappings if isinstance(mappings, list) else ():
+        if isinstance(mapping, dict) and mapping.get("containerID") == 0:
+            host = mapping.get("hostID")
+            if isinstance(host, int) and 0 <= host < 1 << 32:
+                return host
+            raise errdefs.InvalidArgument(f"task spec: invalid gid mapping {mapping}")
+    return 0
+
+
+def _open_to_remapped_root(path: Path, spec: bytes) -> None:
+    # runc mounts the rootfs from inside the container's user namespace,
+    # as the remapped root: the bundle (0700, root's) must let that group
+    # through, and nobody else (containerd's prepareBundleDirectoryPermissions).
+    gid = remapped_gid(spec)
+    if gid:
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o710)
 
 
 def load_bundle(root: Path, state: Path, namespace: str, id: str) -> Bundle:

@@ -30,6 +30,7 @@ from pycontainerd.client._sync.containers import (
     Container,
     with_image,
     with_new_snapshot,
+    with_remapped_snapshot,
     with_snapshotter,
 )
 from pycontainerd.client._sync.image import Image
@@ -201,9 +202,10 @@ def _from_image(
     """The image, container options and labels ctr uses for ``create IMAGE``.
 
     The image is unpacked first if needed; the container gets a new active
-    snapshot named after it on the image's layers.  Labels are the image's,
-    then the image config's, then the command line's (last wins), plus the
-    image's stop signal.
+    snapshot named after it on the image's layers (with ``--uidmap`` and
+    ``--gidmap``, on a copy of them owned by the mapped host ids).  Labels
+    are the image's, then the image config's, then the command line's (last
+    wins), plus the image's stop signal.
     """
     snapshotter = opts["snapshotter"]
     image = client.get_image(ref)
@@ -212,10 +214,21 @@ def _from_image(
     config = image.image_config().raw.get("config") or {}
     merged = {**_valid_labels(image.labels), **(config.get("Labels") or {}), **labels}
     merged[LABEL_STOP_SIGNAL] = config.get("StopSignal") or "SIGTERM"
+    if opts.get("uidmap") and opts.get("gidmap"):
+        # As ctr run: the container's root owns what root owned in the image
+        # only in a copy shifted to the host ids it is mapped to.
+        snapshot = with_remapped_snapshot(
+            id,
+            image,
+            oci.parse_id_mapping(opts["uidmap"]).host_id,
+            oci.parse_id_mapping(opts["gidmap"]).host_id,
+        )
+    else:
+        snapshot = with_new_snapshot(id, image, labels=label_args(opts["snapshotter_label"]))
     container_opts: list[AnyContainerOpt] = [
         with_image(image),
         with_snapshotter(snapshotter),
-        with_new_snapshot(id, image, labels=label_args(opts["snapshotter_label"])),
+        snapshot,
     ]
     return image, container_opts, merged
 

@@ -31,13 +31,17 @@ from google.protobuf import any_pb2, field_mask_pb2
 from pycontainerd import containers, errdefs
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from pycontainerd.client._async.image import AsyncImage, resolve_snapshotter
+from pycontainerd.client._remap import MAX_ID, shift_ownership
+from pycontainerd.client._streams import AsyncOffload
 from pycontainerd.images.identity import chain_id
+from pycontainerd.mount import temp_mount_async
 from pycontainerd.oci import spec as oci_spec
 from pycontainerd.wire import containers as wire
 
 if TYPE_CHECKING:
     from pycontainerd import cio
     from pycontainerd.client._async.client import AsyncClient, _Call
+    from pycontainerd.client._async.snapshots import AsyncSnapshotService
     from pycontainerd.client._async.task import AsyncTask
     from pycontainerd.mount import Mount
 
@@ -54,6 +58,8 @@ __all__ = [
     "with_image_name",
     "with_new_snapshot",
     "with_new_snapshot_view",
+    "with_remapped_snapshot",
+    "with_remapped_snapshot_view",
     "with_runtime",
     "with_snapshot",
     "with_snapshotter",
@@ -171,6 +177,67 @@ def with_new_snapshot_view(
 def with_snapshot(key: str) -> AsyncClientOpt:
     """Use the existing snapshot ``key`` as the container's root filesystem."""
     return _Snapshot(key, None)
+
+
+class _RemappedSnapshot(AsyncClientOpt):
+    """Root filesystem from a copy of the image's snapshot whose owners are
+    shifted by a user namespace's host ids (containerd's ``WithRemappedSnapshot``).
+
+    The copy is the committed snapshot ``<chain id>-<uid>-<gid>``, shared by
+    every container remapped alike: made once (prepared as ``...-remap``,
+    mounted here, shifted, committed), then only prepared on.  Mounting it
+    needs this client to run on the daemon's host, as root.
+    """
+
+    def __init__(self, key: str, image: AsyncImage, uid: int, gid: int, *, view: bool) -> None:
+        for value, what in ((uid, "uid"), (gid, "gid")):
+            if not 0 <= value <= MAX_ID:
+                raise errdefs.InvalidArgument(f"remapped snapshot: host {what} {value} is invalid")
+        self.key = key
+        self.image = image
+        self.uid = uid
+        self.gid = gid
+        self.view = view
+
+    async def apply(self, client: AsyncClient, c: containers.Container) -> containers.Container:
+        snapshotter = await resolve_snapshotter(client, c.snapshotter)
+        sn = client.snapshot_service(snapshotter)
+        parent = chain_id(await self.image.rootfs())
+        remapped = f"{parent}-{self.uid}-{self.gid}"
+        make = sn.view if self.view else sn.prepare
+        try:
+            await make(self.key, remapped)
+        except errdefs.NotFound:
+            await self._remap(sn, parent, remapped)
+            await make(self.key, remapped)
+        return dataclasses.replace(
+            c, snapshotter=snapshotter, snapshot_key=self.key, image=self.image.name
+        )
+
+    async def _remap(self, sn: AsyncSnapshotService, parent: str, remapped: str) -> None:
+        work = remapped + "-remap"
+        mounts = await sn.prepare(work, parent)
+        try:
+            async with temp_mount_async(mounts) as root:
+                await AsyncOffload.run(shift_ownership, root, self.uid, self.gid)
+            await sn.commit(remapped, work)
+        except BaseException:
+            with contextlib.suppress(errdefs.NotFound):
+                await sn.remove(work)
+            raise
+
+
+def with_remapped_snapshot(key: str, image: AsyncImage, uid: int, gid: int) -> AsyncClientOpt:
+    """A writable snapshot ``key`` on ``image``'s layers with every owner
+    shifted by ``uid``/``gid``: the host ids a user namespace maps the
+    container's root to (pair it with :func:`~pycontainerd.oci.with_user_namespace`,
+    as ``ctr run --uidmap/--gidmap`` does)."""
+    return _RemappedSnapshot(key, image, uid, gid, view=False)
+
+
+def with_remapped_snapshot_view(key: str, image: AsyncImage, uid: int, gid: int) -> AsyncClientOpt:
+    """Like :func:`with_remapped_snapshot`, but a read-only view."""
+    return _RemappedSnapshot(key, image, uid, gid, view=True)
 
 
 def with_container_extension(name: str, value: any_pb2.Any) -> NewContainerOpt:

@@ -32,13 +32,17 @@ from google.protobuf import any_pb2, field_mask_pb2
 from pycontainerd import containers, errdefs
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from pycontainerd.client._sync.image import Image, resolve_snapshotter
+from pycontainerd.client._remap import MAX_ID, shift_ownership
+from pycontainerd.client._streams import Offload
 from pycontainerd.images.identity import chain_id
+from pycontainerd.mount import temp_mount
 from pycontainerd.oci import spec as oci_spec
 from pycontainerd.wire import containers as wire
 
 if TYPE_CHECKING:
     from pycontainerd import cio
     from pycontainerd.client._sync.client import Client, _Call
+    from pycontainerd.client._sync.snapshots import SnapshotService
     from pycontainerd.client._sync.task import Task
     from pycontainerd.mount import Mount
 
@@ -55,6 +59,8 @@ __all__ = [
     "with_image_name",
     "with_new_snapshot",
     "with_new_snapshot_view",
+    "with_remapped_snapshot",
+    "with_remapped_snapshot_view",
     "with_runtime",
     "with_snapshot",
     "with_snapshotter",
@@ -172,6 +178,67 @@ def with_new_snapshot_view(
 def with_snapshot(key: str) -> ClientOpt:
     """Use the existing snapshot ``key`` as the container's root filesystem."""
     return _Snapshot(key, None)
+
+
+class _RemappedSnapshot(ClientOpt):
+    """Root filesystem from a copy of the image's snapshot whose owners are
+    shifted by a user namespace's host ids (containerd's ``WithRemappedSnapshot``).
+
+    The copy is the committed snapshot ``<chain id>-<uid>-<gid>``, shared by
+    every container remapped alike: made once (prepared as ``...-remap``,
+    mounted here, shifted, committed), then only prepared on.  Mounting it
+    needs this client to run on the daemon's host, as root.
+    """
+
+    def __init__(self, key: str, image: Image, uid: int, gid: int, *, view: bool) -> None:
+        for value, what in ((uid, "uid"), (gid, "gid")):
+            if not 0 <= value <= MAX_ID:
+                raise errdefs.InvalidArgument(f"remapped snapshot: host {what} {value} is invalid")
+        self.key = key
+        self.image = image
+        self.uid = uid
+        self.gid = gid
+        self.view = view
+
+    def apply(self, client: Client, c: containers.Container) -> containers.Container:
+        snapshotter = resolve_snapshotter(client, c.snapshotter)
+        sn = client.snapshot_service(snapshotter)
+        parent = chain_id(self.image.rootfs())
+        remapped = f"{parent}-{self.uid}-{self.gid}"
+        make = sn.view if self.view else sn.prepare
+        try:
+            make(self.key, remapped)
+        except errdefs.NotFound:
+            self._remap(sn, parent, remapped)
+            make(self.key, remapped)
+        return dataclasses.replace(
+            c, snapshotter=snapshotter, snapshot_key=self.key, image=self.image.name
+        )
+
+    def _remap(self, sn: SnapshotService, parent: str, remapped: str) -> None:
+        work = remapped + "-remap"
+        mounts = sn.prepare(work, parent)
+        try:
+            with temp_mount(mounts) as root:
+                Offload.run(shift_ownership, root, self.uid, self.gid)
+            sn.commit(remapped, work)
+        except BaseException:
+            with contextlib.suppress(errdefs.NotFound):
+                sn.remove(work)
+            raise
+
+
+def with_remapped_snapshot(key: str, image: Image, uid: int, gid: int) -> ClientOpt:
+    """A writable snapshot ``key`` on ``image``'s layers with every owner
+    shifted by ``uid``/``gid``: the host ids a user namespace maps the
+    container's root to (pair it with :func:`~pycontainerd.oci.with_user_namespace`,
+    as ``ctr run --uidmap/--gidmap`` does)."""
+    return _RemappedSnapshot(key, image, uid, gid, view=False)
+
+
+def with_remapped_snapshot_view(key: str, image: Image, uid: int, gid: int) -> ClientOpt:
+    """Like :func:`with_remapped_snapshot`, but a read-only view."""
+    return _RemappedSnapshot(key, image, uid, gid, view=True)
 
 
 def with_container_extension(name: str, value: any_pb2.Any) -> NewContainerOpt:
