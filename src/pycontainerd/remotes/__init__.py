@@ -11,7 +11,22 @@ is ours (``_http``): keep-alive pools, redirects, ranges, and a bound on
 everything it reads.
 
 This package knows no content store: pull and push orchestration (writing
-into the store, unpacking, progress) is built on top of it.
+into the store, unpacking, progress) is built on top of it::
+
+    async with Resolver(hosts_dir="/etc/containerd/certs.d",
+                        credentials=static_credentials("me", "secret")) as resolver:
+        name, root = await resolver.resolve("busybox")      # HEAD, else GET
+        fetcher = resolver.fetcher(name)
+        index = await fetcher.fetch_bytes(root)             # verified, <= 4 MiB
+        async with contextlib.aclosing(fetcher.fetch(layer)) as chunks:
+            async for chunk in chunks:                      # ~1 MiB each
+                ingest.write(chunk)                         # commit only on normal end
+        pusher = resolver.pusher("registry.example/me/app:v1")
+        await pusher.push(layer, opener, source_repository="library/busybox")
+        await pusher.push(manifest, manifest_bytes, tag=True)
+
+One resolver is meant to be shared by a whole pull (its pool and token
+cache serve concurrent fetches); each fetch holds one connection.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from pycontainerd import errdefs
+from pycontainerd.version import VERSION
 
 __all__ = [
     "BUFFER_SIZE",
@@ -515,7 +516,7 @@ class HttpClient:
         *,
         connect_timeout: float = 30.0,
         read_timeout: float = 60.0,
-        user_agent: str = "pycontainerd",
+        user_agent: str = f"pycontainerd/{VERSION}",
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
