@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pycontainerd.client._async.client import AsyncClient
     from pycontainerd.client._async.snapshots import AsyncSnapshotService
 
-__all__ = ["AsyncImage", "resolve_snapshotter", "unpack"]
+__all__ = ["AsyncImage", "apply_layer", "resolve_snapshotter", "unpack"]
 
 log = logging.getLogger("pycontainerd.client")
 
@@ -238,48 +238,7 @@ class AsyncImage:
     async def _apply_layer(
         self, sn: AsyncSnapshotService, layer: Layer, chain: str, parent: str
     ) -> bool:
-        """Apply one layer into a snapshot committed as ``chain``; False if it existed."""
-        try:
-            await sn.stat(chain)
-            return False
-        except errdefs.NotFound:
-            pass
-        labels = {LABEL_UNPACKED_REF: chain}
-        key = unpack_key(chain)
-        for attempt in range(_KEY_ATTEMPTS):
-            try:
-                mounts = await sn.prepare(key, parent, labels)
-                break
-            except errdefs.AlreadyExists:
-                if attempt == _KEY_ATTEMPTS - 1:
-                    raise
-                key = unpack_key(chain)
-        try:
-            try:
-                diff = await self._client.diff.apply(layer.blob, mounts)
-            except errdefs.ContainerdError as exc:
-                raise type(exc)(f"failed to extract layer {layer.diff_id}: {exc.message}") from exc
-            if diff.digest != layer.diff_id:
-                raise errdefs.FailedPrecondition(
-                    f"wrong diff id calculated on extraction {diff.digest!r} "
-                    f"(the image config says {layer.diff_id!r})"
-                )
-            await sn.commit(chain, key, labels)
-        except errdefs.AlreadyExists:
-            # Another unpack committed the same layer first: theirs is as good.
-            await self._remove_quietly(sn, key)
-            return False
-        except BaseException:
-            await self._remove_quietly(sn, key)
-            raise
-        return True
-
-    @staticmethod
-    async def _remove_quietly(sn: AsyncSnapshotService, key: str) -> None:
-        try:
-            await sn.remove(key)
-        except errdefs.ContainerdError as exc:
-            log.warning("extraction snapshot %r removal failed: %s", key, exc)
+        return await apply_layer(self._client, sn, layer, chain, parent)
 
     # -- sizes
 
@@ -336,3 +295,55 @@ async def unpack(
 ) -> bool:
     """Unpack ``image`` for ``matcher``'s platform; True if any layer was applied."""
     return await AsyncImage(client, image, platform=matcher).unpack(snapshotter)
+
+
+async def apply_layer(
+    client: AsyncClient, sn: AsyncSnapshotService, layer: Layer, chain: str, parent: str
+) -> bool:
+    """Apply one layer on ``parent`` into a snapshot committed as ``chain``;
+    False if that snapshot exists (from this or another unpack).
+
+    The step a pull's pipelined unpack runs for each layer as soon as the
+    layer and its parent are in.
+    """
+    try:
+        await sn.stat(chain)
+        return False
+    except errdefs.NotFound:
+        pass
+    labels = {LABEL_UNPACKED_REF: chain}
+    key = unpack_key(chain)
+    for attempt in range(_KEY_ATTEMPTS):
+        try:
+            mounts = await sn.prepare(key, parent, labels)
+            break
+        except errdefs.AlreadyExists:
+            if attempt == _KEY_ATTEMPTS - 1:
+                raise
+            key = unpack_key(chain)
+    try:
+        try:
+            diff = await client.diff.apply(layer.blob, mounts)
+        except errdefs.ContainerdError as exc:
+            raise type(exc)(f"failed to extract layer {layer.diff_id}: {exc.message}") from exc
+        if diff.digest != layer.diff_id:
+            raise errdefs.FailedPrecondition(
+                f"wrong diff id calculated on extraction {diff.digest!r} "
+                f"(the image config says {layer.diff_id!r})"
+            )
+        await sn.commit(chain, key, labels)
+    except errdefs.AlreadyExists:
+        # Another unpack committed the same layer first: theirs is as good.
+        await _remove_quietly(sn, key)
+        return False
+    except BaseException:
+        await _remove_quietly(sn, key)
+        raise
+    return True
+
+
+async def _remove_quietly(sn: AsyncSnapshotService, key: str) -> None:
+    try:
+        await sn.remove(key)
+    except errdefs.ContainerdError as exc:
+        log.warning("extraction snapshot %r removal failed: %s", key, exc)

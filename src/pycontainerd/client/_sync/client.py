@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from pycontainerd.client._sync.namespaces import Namespaces
     from pycontainerd.client._sync.snapshots import SnapshotService
     from pycontainerd.client._sync.task import Tasks
+    from pycontainerd.distribution.pull import ProgressFunc
+    from pycontainerd.distribution.push import PushProgressFunc
     from pycontainerd.images import Image as ImageRecord
     from pycontainerd.images.archive_import import RefTranslator
     from pycontainerd.wire.introspection import PluginInfo
@@ -367,6 +369,127 @@ class Client:
             entrypoint=entrypoint,
             env=env,
             workdir=workdir,
+        )
+
+    # --- registries -----------------------------------------------------------------
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        unpack: bool = True,
+        snapshotter: str = "",
+        platform: str | platforms.Platform | None = None,
+        all_platforms: bool = False,
+        plain_http: bool = False,
+        hosts_dir: str | Path | None = None,
+        user: str | None = None,
+        skip_verify: bool = False,
+        headers: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        progress: ProgressFunc | None = None,
+        max_concurrent_downloads: int = 3,
+    ) -> Image:
+        """Pull ``ref`` from its registry (containerd's ``Pull``): the best manifest
+        for ``platform`` (default: the host's; all with ``all_platforms``), its
+        config and layers, fetched concurrently into content under a lease,
+        each layer unpacked into ``snapshotter`` as soon as it and its parent
+        are in (``unpack``); then the image record.  ``user`` is
+        ``"name:password"``; ``progress`` gets every blob's state and bytes."""
+        from pycontainerd.client._distribution import Distribution, RemoteOptions
+
+        options = RemoteOptions(
+            plain_http=plain_http,
+            hosts_dir=hosts_dir,
+            user=user,
+            skip_verify=skip_verify,
+            headers=headers,
+            max_concurrent_downloads=max_concurrent_downloads,
+        )
+        return Distribution(self).pull(
+            ref,
+            unpack=unpack,
+            snapshotter=snapshotter,
+            platform=platform,
+            all_platforms=all_platforms,
+            labels=labels,
+            progress=progress,
+            options=options,
+        )
+
+    def fetch(
+        self,
+        ref: str,
+        *,
+        platform: str | platforms.Platform | None = None,
+        all_platforms: bool = False,
+        plain_http: bool = False,
+        hosts_dir: str | Path | None = None,
+        user: str | None = None,
+        skip_verify: bool = False,
+        headers: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        progress: ProgressFunc | None = None,
+        max_concurrent_downloads: int = 3,
+    ) -> ImageRecord:
+        """Fetch ``ref``'s content without unpacking (containerd's ``Fetch``):
+        every manifest matching ``platform`` (default: the host's), and the
+        image record, which is created or updated."""
+        from pycontainerd.client._distribution import Distribution, RemoteOptions
+
+        options = RemoteOptions(
+            plain_http=plain_http,
+            hosts_dir=hosts_dir,
+            user=user,
+            skip_verify=skip_verify,
+            headers=headers,
+            max_concurrent_downloads=max_concurrent_downloads,
+        )
+        image = Distribution(self).pull(
+            ref,
+            unpack=False,
+            platform=platform,
+            all_platforms=all_platforms,
+            labels=labels,
+            progress=progress,
+            options=options,
+            limit=0,
+        )
+        return image.record
+
+    def push(
+        self,
+        ref: str,
+        image: str | ImageRecord | Image,
+        *,
+        platform: str | platforms.Platform | None = None,
+        plain_http: bool = False,
+        hosts_dir: str | Path | None = None,
+        user: str | None = None,
+        skip_verify: bool = False,
+        headers: Mapping[str, str] | None = None,
+        progress: PushProgressFunc | None = None,
+        max_concurrent_uploads: int = 3,
+    ) -> None:
+        """Push ``image`` (a name or an image) to ``ref`` (containerd's ``Push``):
+        layers and config first, blobs the registry has skipped, blobs known
+        to come from another repository of that registry mounted, then the
+        manifests and the root under ``ref``'s tag.  ``platform`` limits an
+        index to that platform's manifests."""
+        from pycontainerd.client._distribution import Distribution, RemoteOptions
+
+        if isinstance(image, str):
+            image = self.images.get(image)
+        options = RemoteOptions(
+            plain_http=plain_http,
+            hosts_dir=hosts_dir,
+            user=user,
+            skip_verify=skip_verify,
+            headers=headers,
+            max_concurrent_uploads=max_concurrent_uploads,
+        )
+        Distribution(self).push(
+            ref, image.target, platform=platform, progress=progress, options=options
         )
 
     def lease(

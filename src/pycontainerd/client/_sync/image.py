@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pycontainerd.client._sync.client import Client
     from pycontainerd.client._sync.snapshots import SnapshotService
 
-__all__ = ["Image", "resolve_snapshotter", "unpack"]
+__all__ = ["Image", "apply_layer", "resolve_snapshotter", "unpack"]
 
 log = logging.getLogger("pycontainerd.client")
 
@@ -239,48 +239,7 @@ class Image:
     def _apply_layer(
         self, sn: SnapshotService, layer: Layer, chain: str, parent: str
     ) -> bool:
-        """Apply one layer into a snapshot committed as ``chain``; False if it existed."""
-        try:
-            sn.stat(chain)
-            return False
-        except errdefs.NotFound:
-            pass
-        labels = {LABEL_UNPACKED_REF: chain}
-        key = unpack_key(chain)
-        for attempt in range(_KEY_ATTEMPTS):
-            try:
-                mounts = sn.prepare(key, parent, labels)
-                break
-            except errdefs.AlreadyExists:
-                if attempt == _KEY_ATTEMPTS - 1:
-                    raise
-                key = unpack_key(chain)
-        try:
-            try:
-                diff = self._client.diff.apply(layer.blob, mounts)
-            except errdefs.ContainerdError as exc:
-                raise type(exc)(f"failed to extract layer {layer.diff_id}: {exc.message}") from exc
-            if diff.digest != layer.diff_id:
-                raise errdefs.FailedPrecondition(
-                    f"wrong diff id calculated on extraction {diff.digest!r} "
-                    f"(the image config says {layer.diff_id!r})"
-                )
-            sn.commit(chain, key, labels)
-        except errdefs.AlreadyExists:
-            # Another unpack committed the same layer first: theirs is as good.
-            self._remove_quietly(sn, key)
-            return False
-        except BaseException:
-            self._remove_quietly(sn, key)
-            raise
-        return True
-
-    @staticmethod
-    def _remove_quietly(sn: SnapshotService, key: str) -> None:
-        try:
-            sn.remove(key)
-        except errdefs.ContainerdError as exc:
-            log.warning("extraction snapshot %r removal failed: %s", key, exc)
+        return apply_layer(self._client, sn, layer, chain, parent)
 
     # -- sizes
 
@@ -337,3 +296,55 @@ def unpack(
 ) -> bool:
     """Unpack ``image`` for ``matcher``'s platform; True if any layer was applied."""
     return Image(client, image, platform=matcher).unpack(snapshotter)
+
+
+def apply_layer(
+    client: Client, sn: SnapshotService, layer: Layer, chain: str, parent: str
+) -> bool:
+    """Apply one layer on ``parent`` into a snapshot committed as ``chain``;
+    False if that snapshot exists (from this or another unpack).
+
+    The step a pull's pipelined unpack runs for each layer as soon as the
+    layer and its parent are in.
+    """
+    try:
+        sn.stat(chain)
+        return False
+    except errdefs.NotFound:
+        pass
+    labels = {LABEL_UNPACKED_REF: chain}
+    key = unpack_key(chain)
+    for attempt in range(_KEY_ATTEMPTS):
+        try:
+            mounts = sn.prepare(key, parent, labels)
+            break
+        except errdefs.AlreadyExists:
+            if attempt == _KEY_ATTEMPTS - 1:
+                raise
+            key = unpack_key(chain)
+    try:
+        try:
+            diff = client.diff.apply(layer.blob, mounts)
+        except errdefs.ContainerdError as exc:
+            raise type(exc)(f"failed to extract layer {layer.diff_id}: {exc.message}") from exc
+        if diff.digest != layer.diff_id:
+            raise errdefs.FailedPrecondition(
+                f"wrong diff id calculated on extraction {diff.digest!r} "
+                f"(the image config says {layer.diff_id!r})"
+            )
+        sn.commit(chain, key, labels)
+    except errdefs.AlreadyExists:
+        # Another unpack committed the same layer first: theirs is as good.
+        _remove_quietly(sn, key)
+        return False
+    except BaseException:
+        _remove_quietly(sn, key)
+        raise
+    return True
+
+
+def _remove_quietly(sn: SnapshotService, key: str) -> None:
+    try:
+        sn.remove(key)
+    except errdefs.ContainerdError as exc:
+        log.warning("extraction snapshot %r removal failed: %s", key, exc)
