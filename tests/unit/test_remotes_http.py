@@ -256,3 +256,30 @@ def test_broken_chunked_bodies_are_errors(raw: bytes, error: type[Exception], me
                 await _get(server.url)
 
     run(main())
+
+
+def test_a_slow_trickle_is_not_a_timeout() -> None:
+    async def main() -> None:
+        async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.read(1 << 16)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                for _ in range(10):
+                    writer.write(b"x" * 10)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            # Each byte comes well within the timeout; the whole body does not.
+            async with _http.HttpClient(read_timeout=0.2) as client:
+                response = await client.request("GET", f"http://127.0.0.1:{port}/")
+                async with response:
+                    assert await response.read(1000) == b"x" * 100
+        finally:
+            server.close()
+
+    run(main())

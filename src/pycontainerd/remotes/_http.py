@@ -165,6 +165,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._want = 0
         self._read_timeout = read_timeout
         self._drained: asyncio.Future[None] | None = None
+        self._received = 0  # bytes ever received: progress, for the read timeout
+        self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.reusable = True
 
@@ -202,6 +204,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        self._received += nbytes
         if self._end - self._start >= self._want:
             self._wake()
         if (
@@ -248,21 +251,32 @@ class _Connection(asyncio.BufferedProtocol):
                 self.transport.resume_reading()
             self._want = want
             self._waiter = waiter = self._loop.create_future()
-            timer = self._loop.call_later(self._read_timeout, self._time_out, waiter)
+            self._timer = self._loop.call_later(
+                self._read_timeout, self._time_out, waiter, self._received
+            )
             try:
                 await waiter
             finally:
-                timer.cancel()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
                 self._waiter = None
                 self._want = 0
         return True
 
-    def _time_out(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            waiter.set_exception(
-                errdefs.DeadlineExceeded(f"no data from the server for {self._read_timeout:g}s")
+    def _time_out(self, waiter: asyncio.Future[None], mark: int) -> None:
+        if waiter.done():
+            return
+        if self._received != mark:
+            # Bytes came, just fewer than the wait wants: a slow link, not a dead one.
+            self._timer = self._loop.call_later(
+                self._read_timeout, self._time_out, waiter, self._received
             )
-            self.reusable = False
+            return
+        waiter.set_exception(
+            errdefs.DeadlineExceeded(f"no data from the server for {self._read_timeout:g}s")
+        )
+        self.reusable = False
 
     def _lost(self, what: str) -> ConnectionLost:
         self.reusable = False
