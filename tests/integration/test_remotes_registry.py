@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -237,5 +237,28 @@ def test_tls_with_a_ca_from_hosts_toml_or_skip_verify(tmp_path: Path, image: Bui
                     await untrusting.resolve(ref)
             async with Resolver(skip_verify=True) as trusting:
                 await _pull_all(trusting, ref, image)
+
+        run(main())
+
+
+def test_token_auth_streamed_upload_after_a_failed_mount(image: BuiltImage) -> None:
+    """A mount that does not happen starts an upload; the streamed PUT that
+    follows must carry the token the POST got (a stream cannot be re-sent)."""
+    with token_server({"bob": "pw"}) as tokens, registry(token=tokens) as reg:
+        layer = busybox_image(extra=b"stream").layers[0]
+        ref = f"{reg.host}/team/app:v1"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, layer.size, 100_000):
+                yield layer.data[i : i + 100_000]
+
+        async def main() -> None:
+            creds = static_credentials("bob", "pw")
+            async with Resolver(plain_http=True, credentials=creds) as resolver:
+                pusher = resolver.pusher(ref)
+                result = await pusher.push(layer, chunks, source_repository="no/such-repo")
+                assert result == "uploaded"
+                fetched = b"".join([c async for c in resolver.fetcher(ref).fetch(layer)])
+                assert fetched == layer.data
 
         run(main())

@@ -620,7 +620,7 @@ class Pusher:
             raise errdefs.Unknown(f"{what}: the registry started an upload without a Location")
         upload = _http.URL.parse(host.base_url).join(location)
         if chunk_size is not None and chunk_size > 0 and desc.size > chunk_size:
-            upload = await self._patch_chunks(desc, data, upload, chunk_size)
+            upload = await self._patch_chunks(desc, data, upload, chunk_size, extra_scopes)
             body: _http.RequestBody | None = None
             headers = {}
         else:
@@ -632,13 +632,22 @@ class Pusher:
                 "Content-Length": str(desc.size),
             }
         target = _with_query(upload, [("digest", desc.digest)])
-        async with await session.request("PUT", host, target, headers=headers, body=body) as resp:
+        # The same scopes as the POST: the token it got is the one cached, and
+        # a streamed body cannot be sent twice to answer a fresh challenge.
+        async with await session.request(
+            "PUT", host, target, headers=headers, body=body, extra_scopes=extra_scopes
+        ) as resp:
             if resp.status not in (201, 204):
                 raise await status_error(resp, what)
         return "uploaded"
 
     async def _patch_chunks(
-        self, desc: DescriptorLike, data: PushData, upload: _http.URL, chunk_size: int
+        self,
+        desc: DescriptorLike,
+        data: PushData,
+        upload: _http.URL,
+        chunk_size: int,
+        extra_scopes: Sequence[str],
     ) -> _http.URL:
         session = self._session
         host = self._push_host()
@@ -656,7 +665,7 @@ class Pusher:
                 "Content-Range": f"{offset}-{offset + len(piece) - 1}",
             }
             async with await session.request(
-                "PATCH", host, upload, headers=headers, body=piece
+                "PATCH", host, upload, headers=headers, body=piece, extra_scopes=extra_scopes
             ) as resp:
                 if resp.status != 202:
                     raise await status_error(resp, what)
