@@ -103,8 +103,13 @@ class TasksService:
         """Create the container's task; its pid."""
         container = self._container(container_id)
         if checkpoint is not None:
-            # Restoring needs the checkpoint unpacked for CRIU; not supported yet.
-            raise errdefs.NotImplemented("creating a task from a checkpoint")
+            # Restoring needs CRIU (runc restore), which cannot run where this
+            # was written (Debian's CRIU 3.17 fails its own check on 6.x kernels).
+            raise errdefs.NotImplemented(
+                f"creating task {container.id} from checkpoint {checkpoint.digest}: "
+                "restoring a task's memory with CRIU is not implemented; restore "
+                "without --live starts it afresh"
+            )
         opts = CreateOpts(
             spec=container.spec,
             rootfs=tuple(rootfs),

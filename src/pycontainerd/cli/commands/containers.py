@@ -1,4 +1,5 @@
-"""``pyctr containers``: create, list, inspect, label and remove containers.
+"""``pyctr containers``: create, list, inspect, label, remove, checkpoint
+and restore containers.
 
 Output follows ``ctr containers``: ``ls`` prints ``CONTAINER IMAGE RUNTIME``,
 ``info`` the record as ctr's JSON (Go field names, the spec decoded), and
@@ -444,3 +445,76 @@ def remove(g: Globals, keep_snapshot: bool, ids: tuple[str, ...]) -> None:
             log.error("failed to delete container %s: %s", errdefs.q(id), errdefs.wire_message(exc))
     if first is not None:
         raise first
+
+
+@command.command("checkpoint")
+@click.option("--rw", is_flag=True, help="Include the rw layer in the checkpoint.")
+@click.option("--image", "with_image", is_flag=True, help="Include the image in the checkpoint.")
+@click.option("--task", "with_task", is_flag=True, help="Checkpoint container task.")
+@click.argument("id", required=False, default="")
+@click.argument("ref", required=False, default="")
+@pass_globals
+def checkpoint(g: Globals, rw: bool, with_image: bool, with_task: bool, id: str, ref: str) -> None:
+    """Checkpoint a container into the image REF (its task with CRIU: --task)."""
+    if not id:
+        raise errdefs.InvalidArgument("container id must be provided")
+    if not ref:
+        raise errdefs.InvalidArgument("ref must be provided")
+    container = g.client().load_container(id)
+    try:
+        task = container.task()
+    except errdefs.NotFound:
+        task = None
+    # As ctr: the task is paused while its files and memory are saved.
+    if task is not None:
+        task.pause()
+    try:
+        container.checkpoint(ref, image=with_image, rw=rw, task=with_task)
+    finally:
+        if task is not None:
+            try:
+                task.resume()
+            except errdefs.ContainerdError as exc:
+                log.error("resuming task %s: %s", errdefs.q(id), errdefs.wire_message(exc))
+
+
+@command.command("restore")
+@click.option("--rw", is_flag=True, help="Restore the rw layer from the checkpoint.")
+@click.option(
+    "--live", is_flag=True, help="Restore the runtime and memory data from the checkpoint."
+)
+@click.argument("id", required=False, default="")
+@click.argument("ref", required=False, default="")
+@pass_globals
+def restore(g: Globals, rw: bool, live: bool, id: str, ref: str) -> int:
+    """Restore a container from the checkpoint REF and start its task."""
+    from pycontainerd.cio.console import Console
+    from pycontainerd.cli import _tasks
+    from pycontainerd.client._sync import checkpoint as checkpoints
+    from pycontainerd.wire.images import descriptor_to_pb
+
+    if not id:
+        raise errdefs.InvalidArgument("container id must be provided")
+    if not ref:
+        raise errdefs.InvalidArgument("ref must be provided")
+    client = g.client()
+    checkpoint_image = client.get_image(ref)
+    container = checkpoints.restore(client, id, checkpoint_image, rw=rw)
+    task_checkpoint = None
+    if live:
+        task_checkpoint = descriptor_to_pb(checkpoints.task_checkpoint(client, checkpoint_image))
+    tty = bool((container.spec().get("process") or {}).get("terminal"))
+    console = Console.current() if tty else None
+    task = container.new_task(_tasks.io_creator(console=console), checkpoint=task_checkpoint)
+    if console is None:
+        # As ctr: a task without a terminal is left running.
+        task.start()
+        return 0
+    console.set_raw()
+    try:
+        task.start()
+        with _tasks.resize_with_console(task, console):
+            status = _tasks.wait_interruptibly(task.wait)
+    finally:
+        console.reset()
+    return status.code

@@ -338,6 +338,23 @@ class AsyncContainer:
         self._record = await self._store.update(record)
         return self._record
 
+    async def checkpoint(
+        self,
+        ref: str,
+        *,
+        image: bool = False,
+        rw: bool = False,
+        task: bool = False,
+        exit: bool = False,
+    ) -> AsyncImage:
+        """Checkpoint into the image ``ref`` (containerd's ``Container.Checkpoint``):
+        the runtime options, and with ``image`` the image, with ``rw`` the
+        changes in the root filesystem, with ``task`` the running task (CRIU;
+        ``exit`` stops it after).  See :mod:`pycontainerd.client._async.checkpoint`."""
+        from pycontainerd.client._async.checkpoint import checkpoint
+
+        return await checkpoint(self._client, self, ref, image=image, rw=rw, task=task, exit=exit)
+
     async def new_task(
         self,
         io_creator: cio.Creator,

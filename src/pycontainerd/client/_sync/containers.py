@@ -339,6 +339,23 @@ class Container:
         self._record = self._store.update(record)
         return self._record
 
+    def checkpoint(
+        self,
+        ref: str,
+        *,
+        image: bool = False,
+        rw: bool = False,
+        task: bool = False,
+        exit: bool = False,
+    ) -> Image:
+        """Checkpoint into the image ``ref`` (containerd's ``Container.Checkpoint``):
+        the runtime options, and with ``image`` the image, with ``rw`` the
+        changes in the root filesystem, with ``task`` the running task (CRIU;
+        ``exit`` stops it after).  See :mod:`pycontainerd.client._sync.checkpoint`."""
+        from pycontainerd.client._sync.checkpoint import checkpoint
+
+        return checkpoint(self._client, self, ref, image=image, rw=rw, task=task, exit=exit)
+
     def new_task(
         self,
         io_creator: cio.Creator,
