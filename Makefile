@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := runc containerd busybox-static docker-registry
+APT_PACKAGES := runc containerd busybox-static docker-registry skopeo
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv proto unasync check lint typecheck test test-unit test-integration fuzz demo bench clean

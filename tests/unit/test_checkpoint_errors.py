@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 from google.protobuf import any_pb2
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, ttrpc
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
 from pycontainerd.services.tasks import _checkpoint_path
-from pycontainerd.shim._service import CRIU_LOG_ERRORS, CRIU_LOG_TAIL, criu_errors
+from pycontainerd.shim._service import (
+    CRIU_LOG_ERRORS,
+    CRIU_LOG_TAIL,
+    checkpoint_args,
+    criu_errors,
+)
 
 DUMP_LOG = """\
 (00.010657) vdso: Parsing at 7f0f1fdb3000 7f0f1fdb5000
@@ -79,3 +84,38 @@ def test_criu_errors_of_no_log_a_fifo_or_a_symlink_are_none(tmp_path: Path) -> N
     (tmp_path / "real.log").write_text(DUMP_LOG)
     (tmp_path / "link.log").symlink_to(tmp_path / "real.log")
     assert criu_errors(str(tmp_path / "link.log")) == []
+
+
+def test_checkpoint_options_become_runcs_flags() -> None:
+    everything = oci_pb2.CheckpointOptions(
+        exit=True,
+        open_tcp=True,
+        external_unix_sockets=True,
+        terminal=True,
+        file_locks=True,
+        empty_namespaces=["network"],
+        cgroups_mode="soft",
+    )
+    assert checkpoint_args("web", "/img", "/work", everything) == [
+        "checkpoint", "--image-path", "/img", "--work-path", "/work",
+        "--tcp-established", "--ext-unix-sk", "--shell-job", "--file-locks",
+        "--manage-cgroups-mode", "soft", "--empty-ns", "network", "web",
+    ]  # fmt: skip
+    assert checkpoint_args("web", "/img", "/work", oci_pb2.CheckpointOptions()) == [
+        "checkpoint", "--image-path", "/img", "--work-path", "/work", "--leave-running", "web",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        oci_pb2.CheckpointOptions(cgroups_mode="--criu=/tmp/evil"),
+        oci_pb2.CheckpointOptions(empty_namespaces=["--leave-running"]),
+    ],
+)
+def test_checkpoint_options_that_are_not_values_are_refused(
+    options: oci_pb2.CheckpointOptions,
+) -> None:
+    with pytest.raises(ttrpc.StatusError) as caught:
+        checkpoint_args("web", "/img", "/work", options)
+    assert caught.value.code == ttrpc.Code.INVALID_ARGUMENT

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pycontainerd import errdefs, leases
 from pycontainerd import platforms as pf
@@ -39,13 +39,7 @@ from pycontainerd.images.identity import chain_ids
 from pycontainerd.images.unpack import LABEL_UNCOMPRESSED, gc_snapshot_label
 from pycontainerd.remotes import Resolver, static_credentials
 
-if TYPE_CHECKING:
-    from pycontainerd.client._async.client import AsyncClient
-    from pycontainerd.client._async.image import AsyncImage
-    from pycontainerd.client._sync.client import Client
-    from pycontainerd.client._sync.image import Image as ImageObject
-
-__all__ = ["AsyncDistribution", "Distribution", "RemoteOptions"]
+__all__ = ["AsyncDistribution", "Distribution", "RemoteOptions", "platform_matcher"]
 
 log = logging.getLogger("pycontainerd.client")
 
@@ -230,7 +224,7 @@ class _Unpacker:
         self.unpacked.append(job.manifest.digest)
 
 
-def _matcher(platform: str | pf.Platform | None) -> pf.Matcher:
+def platform_matcher(platform: str | pf.Platform | None) -> pf.Matcher:
     if platform is None:
         return pf.only(pf.default())
     if isinstance(platform, str):
@@ -254,7 +248,7 @@ async def _pull(
     options: RemoteOptions,
 ) -> Image:
     """Pull (or fetch) through ``client``'s services; the saved record."""
-    matcher = _matcher(platform)
+    matcher = platform_matcher(platform)
     unpacker = _Unpacker(client, snapshotter, matcher, apply_layer, run) if unpack else None
     async with options.resolver() as resolver:
         image = await pulling.fetch(
@@ -283,7 +277,7 @@ async def _push(
     progress: pushing.PushProgressFunc | None,
     options: RemoteOptions,
 ) -> None:
-    matcher = None if platform is None else _matcher(platform)
+    matcher = None if platform is None else platform_matcher(platform)
     async with options.resolver() as resolver:
         await pushing.push(
             resolver.pusher(ref),
@@ -297,10 +291,15 @@ async def _push(
 
 
 class AsyncDistribution:
-    """Pull, fetch and push for :class:`~pycontainerd.client.AsyncClient`."""
+    """Pull, fetch and push for the async client.
 
-    def __init__(self, client: AsyncClient) -> None:
+    ``apply_layer`` is ``client._async.image.apply_layer`` (passed in: this
+    module stays below the two client faces, which both use it).
+    """
+
+    def __init__(self, client: Any, apply_layer: Callable[..., Any]) -> None:
         self._client = client
+        self._apply_layer = apply_layer
 
     async def pull(
         self,
@@ -314,17 +313,15 @@ class AsyncDistribution:
         progress: pulling.ProgressFunc | None = None,
         options: RemoteOptions = RemoteOptions(),
         limit: int = 1,
-    ) -> AsyncImage:
-        from pycontainerd.client._async.image import AsyncImage, apply_layer, resolve_snapshotter
-
+    ) -> Image:
+        """Pull (``unpack`` into the resolved ``snapshotter``) or fetch; the record."""
         client = self._client
-        name = await resolve_snapshotter(client, snapshotter) if unpack else ""
         async with client.lease() if leases.current() is None else contextlib.nullcontext():
-            record = await _pull(
+            return await _pull(
                 client,
                 _direct,
-                apply_layer,
-                name,
+                self._apply_layer,
+                snapshotter,
                 ref,
                 unpack=unpack,
                 platform=platform,
@@ -334,7 +331,6 @@ class AsyncDistribution:
                 progress=progress,
                 options=options,
             )
-        return AsyncImage(client, record, platform=_matcher(platform))
 
     async def push(
         self,
@@ -378,10 +374,11 @@ def _in_loop_thread(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 class Distribution:
-    """Pull, fetch and push for the sync :class:`~pycontainerd.client.Client`."""
+    """Pull, fetch and push for the sync client (see the module docstring)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Any, apply_layer: Callable[..., Any]) -> None:
         self._client = client
+        self._apply_layer = apply_layer
 
     def pull(
         self,
@@ -395,20 +392,16 @@ class Distribution:
         progress: pulling.ProgressFunc | None = None,
         options: RemoteOptions = RemoteOptions(),
         limit: int = 1,
-    ) -> ImageObject:
-        from pycontainerd.client._sync.image import Image as ImageObject
-        from pycontainerd.client._sync.image import apply_layer, resolve_snapshotter
-
+    ) -> Image:
         client = self._client
-        name = resolve_snapshotter(client, snapshotter) if unpack else ""
         with client.lease() if leases.current() is None else contextlib.nullcontext():
-            record = _in_loop_thread(
+            return _in_loop_thread(
                 functools.partial(
                     _pull,
                     client,
                     _threaded,
-                    apply_layer,
-                    name,
+                    self._apply_layer,
+                    snapshotter,
                     ref,
                     unpack=unpack,
                     platform=platform,
@@ -419,7 +412,6 @@ class Distribution:
                     options=options,
                 )
             )
-        return ImageObject(client, record, platform=_matcher(platform))
 
     def push(
         self,

@@ -616,11 +616,10 @@ class TaskService:
         if not image_path:
             raise _invalid("checkpoint needs an image path")
         work_path = options.work_path or os.path.join(container.bundle, "criu-work")
+        args = checkpoint_args(container.id, image_path, work_path, options)
         async with container.lock:
             try:
-                await container.runc.checkpoint(
-                    container.id, image_path, work_path, leave_running=not options.exit
-                )
+                await container.runc.run(args, what="checkpoint failed")
             except RuncError as exc:
                 # runc only says "criu failed" and where CRIU's log is; the
                 # log goes with the bundle, so its reasons travel here.
@@ -709,6 +708,38 @@ class TaskService:
         if not self.containers:
             self._on_empty()
         return empty_pb2.Empty()
+
+
+#: CRIU's cgroup modes, as runc's --manage-cgroups-mode takes them.
+CGROUPS_MODES = frozenset({"soft", "full", "strict", "ignore"})
+_NAMESPACE_NAME = re.compile(r"[a-z]{1,16}")
+
+
+def checkpoint_args(
+    container_id: str, image_path: str, work_path: str, options: oci_pb2.CheckpointOptions
+) -> list[str]:
+    """``runc checkpoint``'s arguments for containerd's checkpoint options
+    (the flags runc's Go bindings give them)."""
+    args = ["checkpoint", "--image-path", image_path, "--work-path", work_path]
+    if not options.exit:
+        args.append("--leave-running")
+    if options.open_tcp:
+        args.append("--tcp-established")
+    if options.external_unix_sockets:
+        args.append("--ext-unix-sk")
+    if options.terminal:
+        args.append("--shell-job")
+    if options.file_locks:
+        args.append("--file-locks")
+    if options.cgroups_mode:
+        if options.cgroups_mode not in CGROUPS_MODES:
+            raise _invalid(f"checkpoint: unknown cgroups mode {options.cgroups_mode!r}")
+        args += ["--manage-cgroups-mode", options.cgroups_mode]
+    for namespace in options.empty_namespaces:
+        if not _NAMESPACE_NAME.fullmatch(namespace):
+            raise _invalid(f"checkpoint: invalid namespace to empty {namespace!r}")
+        args += ["--empty-ns", namespace]
+    return [*args, container_id]
 
 
 #: How much of the end of a CRIU log is read for its errors, and how many are kept.

@@ -1,4 +1,4 @@
-"""``pyctr content``: list, read, ingest, label and remove blobs; show active ingests.
+"""``pyctr content``: list, read, ingest, label, fetch and remove blobs; show active ingests.
 
 Flags, arguments and output follow ``ctr content`` (containerd 1.6): tables
 through a tabwriter padded with tabs, sizes and ages as go-units prints them
@@ -13,11 +13,12 @@ import logging
 import math
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
 from pycontainerd import errdefs
+from pycontainerd.cli._registry import registry_kwargs, registry_options
 from pycontainerd.cli.app import (
     CommandError,
     Duration,
@@ -208,3 +209,47 @@ def remove(g: Globals, digests: tuple[str, ...]) -> None:
         click.echo(arg)
     if first is not None:
         raise first
+
+
+@command.command("fetch")
+@registry_options
+@click.option(
+    "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform."
+)
+@click.option("--all-platforms", is_flag=True, help="Pull content from all platforms.")
+@click.option(
+    "--max-concurrent-downloads",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Set the max concurrent downloads for each pull.",
+)
+@click.argument("ref")
+@pass_globals
+def fetch(
+    g: Globals,
+    /,
+    ref: str,
+    platform_specs: tuple[str, ...],
+    all_platforms: bool,
+    max_concurrent_downloads: int,
+    **kwargs: Any,
+) -> None:
+    """Fetch all content for an image into the content store (and record the image)."""
+    from pycontainerd.cli.progress import ProgressDisplay
+
+    registry = registry_kwargs(kwargs)
+    if len(platform_specs) > 1:
+        raise click.UsageError("only one --platform may be given here")
+    display = ProgressDisplay(title=ref)
+    try:
+        g.client().fetch(
+            ref,
+            platform=platform_specs[0] if platform_specs else None,
+            all_platforms=all_platforms,
+            progress=display,
+            max_concurrent_downloads=max_concurrent_downloads,
+            **registry,
+        )
+    finally:
+        display.close()

@@ -1,4 +1,4 @@
-"""``pyctr images``: list, tag, label, remove, import and export images.
+"""``pyctr images``: list, tag, label, remove, import, export, pull, fetch and push images.
 
 Output follows ``ctr images``: ``ls`` computes SIZE for the host's platform
 and PLATFORMS from the image's index or config, as ctr does; ``import``
@@ -11,13 +11,15 @@ import contextlib
 import datetime as dt
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from pycontainerd import errdefs, platforms
+from pycontainerd.cli._registry import registry_kwargs, registry_options
 from pycontainerd.cli.app import Globals, Group, echo_table, label_args, pass_globals, sorted_labels
 from pycontainerd.images import Descriptor, Image
 from pycontainerd.images.handlers import walk_size
@@ -333,3 +335,162 @@ def set_labels(g: Globals, replace_all: bool, name: str, labels: tuple[str, ...]
     image = Image(name=name, target=Descriptor("", "", 0), labels=new)
     updated = g.client().images.update(image, *paths)
     click.echo(",".join(f"{k}={v}" for k, v in sorted(updated.labels.items())))
+
+
+# --- registries ------------------------------------------------------------------
+
+
+def _platform_arg(specs: tuple[str, ...]) -> str | None:
+    if len(specs) > 1:
+        raise click.UsageError("only one --platform may be given here")
+    return specs[0] if specs else None
+
+
+def _pull(
+    g: Globals,
+    ref: str,
+    *,
+    unpack: bool,
+    snapshotter: str,
+    platform_specs: tuple[str, ...],
+    all_platforms: bool,
+    labels: tuple[str, ...],
+    max_concurrent_downloads: int,
+    registry: dict[str, object],
+) -> None:
+    from pycontainerd.cli.progress import ProgressDisplay
+
+    client = g.client()
+    platform = _platform_arg(platform_specs)
+    if platform is not None:
+        _parse_platform(platform)
+    start = time.monotonic()
+    display = ProgressDisplay(title=ref)
+    try:
+        if unpack:
+            image = client.pull(
+                ref,
+                snapshotter=snapshotter,
+                platform=platform,
+                all_platforms=all_platforms,
+                labels=label_args(labels),
+                progress=display,
+                max_concurrent_downloads=max_concurrent_downloads,
+                **registry,  # type: ignore[arg-type]
+            )
+            target = image.target
+        else:
+            target = client.fetch(
+                ref,
+                platform=platform,
+                all_platforms=all_platforms,
+                labels=label_args(labels),
+                progress=display,
+                max_concurrent_downloads=max_concurrent_downloads,
+                **registry,  # type: ignore[arg-type]
+            ).target
+    finally:
+        display.close()
+    if unpack:
+        shown = platform or platforms.format(platforms.default())
+        click.echo(f"unpacking {shown} {target.digest}...")
+    click.echo(f"done: {time.monotonic() - start:.6g}s")
+
+
+_pull_options = [
+    click.option("--snapshotter", default="", help="Snapshotter name (default: overlayfs)."),
+    click.option("--label", "labels", multiple=True, help="Labels to attach to the image."),
+    click.option(
+        "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform."
+    ),
+    click.option(
+        "--all-platforms", is_flag=True, help="Pull content and metadata from all platforms."
+    ),
+    click.option(
+        "--max-concurrent-downloads",
+        type=int,
+        default=3,
+        show_default=True,
+        help="Set the max concurrent downloads for each pull.",
+    ),
+]
+
+
+def _with_pull_options(f: Any) -> Any:
+    for option in reversed(_pull_options):
+        f = option(f)
+    return registry_options(f)
+
+
+@command.command("pull")
+@_with_pull_options
+@click.argument("ref")
+@pass_globals
+def pull(g: Globals, /, ref: str, **kwargs: Any) -> None:
+    """Pull an image from a remote registry and unpack it.
+
+    Blobs are fetched concurrently into the content store (progress per
+    blob), each layer unpacked into the snapshotter as soon as it and its
+    parent are in, then the image record is created.
+    """
+    registry = registry_kwargs(kwargs)
+    _pull(g, ref, unpack=True, registry=registry, **kwargs)
+
+
+@command.command("fetch")
+@_with_pull_options
+@click.argument("ref")
+@pass_globals
+def fetch(g: Globals, /, ref: str, **kwargs: Any) -> None:
+    """Fetch an image's content and record it, without unpacking."""
+    registry = registry_kwargs(kwargs)
+    kwargs.pop("snapshotter")
+    _pull(g, ref, unpack=False, snapshotter="", registry=registry, **kwargs)
+
+
+@command.command("push")
+@registry_options
+@click.option(
+    "--platform", "platform_spec", default="", help="Push content from a specific platform."
+)
+@click.option(
+    "--max-concurrent-uploaded-layers",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Set the max concurrent uploaded layers for each push.",
+)
+@click.argument("remote")
+@click.argument("local", required=False)
+@pass_globals
+def push(
+    g: Globals,
+    /,
+    remote: str,
+    local: str | None,
+    platform_spec: str,
+    max_concurrent_uploaded_layers: int,
+    **kwargs: Any,
+) -> None:
+    """Push an image to a remote registry (REMOTE, from the image LOCAL, default REMOTE)."""
+    from pycontainerd.cli.progress import ProgressDisplay
+
+    registry = registry_kwargs(kwargs)
+    client = g.client()
+    if platform_spec:
+        _parse_platform(platform_spec)
+    image = client.images.get(local or remote)
+    start = time.monotonic()
+    display = ProgressDisplay()
+    try:
+        client.push(
+            remote,
+            image,
+            platform=platform_spec or None,
+            progress=display,
+            max_concurrent_uploads=max_concurrent_uploaded_layers,
+            **registry,
+        )
+    finally:
+        display.close()
+    click.echo(f"done: {time.monotonic() - start:.6g}s")

@@ -395,7 +395,12 @@ class AsyncClient:
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
         ``"name:password"``; ``progress`` gets every blob's state and bytes."""
-        from pycontainerd.client._distribution import AsyncDistribution, RemoteOptions
+        from pycontainerd.client._async.image import AsyncImage, apply_layer, resolve_snapshotter
+        from pycontainerd.client._distribution import (
+            AsyncDistribution,
+            RemoteOptions,
+            platform_matcher,
+        )
 
         options = RemoteOptions(
             plain_http=plain_http,
@@ -405,16 +410,17 @@ class AsyncClient:
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
-        return await AsyncDistribution(self).pull(
+        record = await AsyncDistribution(self, apply_layer).pull(
             ref,
             unpack=unpack,
-            snapshotter=snapshotter,
+            snapshotter=await resolve_snapshotter(self, snapshotter) if unpack else "",
             platform=platform,
             all_platforms=all_platforms,
             labels=labels,
             progress=progress,
             options=options,
         )
+        return AsyncImage(self, record, platform=platform_matcher(platform))
 
     async def fetch(
         self,
@@ -434,6 +440,7 @@ class AsyncClient:
         """Fetch ``ref``'s content without unpacking (containerd's ``Fetch``):
         every manifest matching ``platform`` (default: the host's), and the
         image record, which is created or updated."""
+        from pycontainerd.client._async.image import apply_layer
         from pycontainerd.client._distribution import AsyncDistribution, RemoteOptions
 
         options = RemoteOptions(
@@ -444,7 +451,7 @@ class AsyncClient:
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
-        image = await AsyncDistribution(self).pull(
+        return await AsyncDistribution(self, apply_layer).pull(
             ref,
             unpack=False,
             platform=platform,
@@ -454,7 +461,6 @@ class AsyncClient:
             options=options,
             limit=0,
         )
-        return image.record
 
     async def push(
         self,
@@ -475,6 +481,7 @@ class AsyncClient:
         to come from another repository of that registry mounted, then the
         manifests and the root under ``ref``'s tag.  ``platform`` limits an
         index to that platform's manifests."""
+        from pycontainerd.client._async.image import apply_layer
         from pycontainerd.client._distribution import AsyncDistribution, RemoteOptions
 
         if isinstance(image, str):
@@ -487,7 +494,7 @@ class AsyncClient:
             headers=headers,
             max_concurrent_uploads=max_concurrent_uploads,
         )
-        await AsyncDistribution(self).push(
+        await AsyncDistribution(self, apply_layer).push(
             ref, image.target, platform=platform, progress=progress, options=options
         )
 

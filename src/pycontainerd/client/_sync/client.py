@@ -396,7 +396,12 @@ class Client:
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
         ``"name:password"``; ``progress`` gets every blob's state and bytes."""
-        from pycontainerd.client._distribution import Distribution, RemoteOptions
+        from pycontainerd.client._sync.image import Image, apply_layer, resolve_snapshotter
+        from pycontainerd.client._distribution import (
+            Distribution,
+            RemoteOptions,
+            platform_matcher,
+        )
 
         options = RemoteOptions(
             plain_http=plain_http,
@@ -406,16 +411,17 @@ class Client:
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
-        return Distribution(self).pull(
+        record = Distribution(self, apply_layer).pull(
             ref,
             unpack=unpack,
-            snapshotter=snapshotter,
+            snapshotter=resolve_snapshotter(self, snapshotter) if unpack else "",
             platform=platform,
             all_platforms=all_platforms,
             labels=labels,
             progress=progress,
             options=options,
         )
+        return Image(self, record, platform=platform_matcher(platform))
 
     def fetch(
         self,
@@ -435,6 +441,7 @@ class Client:
         """Fetch ``ref``'s content without unpacking (containerd's ``Fetch``):
         every manifest matching ``platform`` (default: the host's), and the
         image record, which is created or updated."""
+        from pycontainerd.client._sync.image import apply_layer
         from pycontainerd.client._distribution import Distribution, RemoteOptions
 
         options = RemoteOptions(
@@ -445,7 +452,7 @@ class Client:
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
-        image = Distribution(self).pull(
+        return Distribution(self, apply_layer).pull(
             ref,
             unpack=False,
             platform=platform,
@@ -455,7 +462,6 @@ class Client:
             options=options,
             limit=0,
         )
-        return image.record
 
     def push(
         self,
@@ -476,6 +482,7 @@ class Client:
         to come from another repository of that registry mounted, then the
         manifests and the root under ``ref``'s tag.  ``platform`` limits an
         index to that platform's manifests."""
+        from pycontainerd.client._sync.image import apply_layer
         from pycontainerd.client._distribution import Distribution, RemoteOptions
 
         if isinstance(image, str):
@@ -488,7 +495,7 @@ class Client:
             headers=headers,
             max_concurrent_uploads=max_concurrent_uploads,
         )
-        Distribution(self).push(
+        Distribution(self, apply_layer).push(
             ref, image.target, platform=platform, progress=progress, options=options
         )
 

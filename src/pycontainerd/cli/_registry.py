@@ -1,0 +1,80 @@
+"""ctr's registry flags, shared by ``images pull|push|fetch`` and ``content fetch``.
+
+``--plain-http``, ``--user/-u user[:password]`` (the password is asked for
+when missing and stdin is a terminal), ``--hosts-dir``, ``--skip-verify/-k``
+and the concurrency limits, turned into the client's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["registry_kwargs", "registry_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_options(f: F) -> F:
+    """Add ctr's registry flags to a command (they arrive as ``registry_*`` kwargs)."""
+    options = [
+        click.option(
+            "--skip-verify",
+            "-k",
+            "registry_skip_verify",
+            is_flag=True,
+            help="Skip SSL certificate validation.",
+        ),
+        click.option(
+            "--plain-http",
+            "registry_plain_http",
+            is_flag=True,
+            help="Allow connections using plain HTTP.",
+        ),
+        click.option(
+            "--user",
+            "-u",
+            "registry_user",
+            default=None,
+            help="User[:password] Registry user and password.",
+        ),
+        click.option(
+            "--hosts-dir",
+            "registry_hosts_dir",
+            default=None,
+            help="Custom hosts configuration directory (<dir>/<host>/hosts.toml).",
+        ),
+        click.option(
+            "--header",
+            "registry_headers",
+            multiple=True,
+            help="Add additional header to registry requests (name: value).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the ``registry_*`` flags out of ``kwargs``; the client's keywords."""
+    user = kwargs.pop("registry_user")
+    if user is not None and ":" not in user and sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, default="", show_default=False)
+        user = f"{user}:{password}"
+    headers: dict[str, str] = {}
+    for header in kwargs.pop("registry_headers"):
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"header {header!r}: expected 'name: value'")
+        headers[name.strip()] = value.strip()
+    return {
+        "plain_http": kwargs.pop("registry_plain_http"),
+        "skip_verify": kwargs.pop("registry_skip_verify"),
+        "hosts_dir": kwargs.pop("registry_hosts_dir"),
+        "user": user,
+        "headers": headers or None,
+    }
