@@ -101,15 +101,20 @@ def test_ctr_and_pyctr_checkpoint_name_criu_and_the_task_runs_on(ctr: Cli) -> No
         ):
             _assert_names_criu(ctr, ctr.error(*args))
         pyctr = Cli("pyctr", ctr.address, ctr.namespace)
-        message = pyctr.error("tasks", "checkpoint", "--image-path", "/tmp/pcd-never", "ck1")
-        _assert_names_criu(ctr, message)
+        for args in (
+            ("tasks", "checkpoint", "ck1"),
+            ("tasks", "checkpoint", "--image-path", "/tmp/pcd-never", "ck1"),
+            ("containers", "checkpoint", "--task", "ck1", "checkpoint/ck1:2"),
+        ):
+            _assert_names_criu(ctr, pyctr.error(*args))
         # ctr paused the task for the checkpoint and resumed it after.
         statuses = {row[0]: row[2] for row in table(ctr("tasks", "ls").stdout)[1:]}
         assert statuses["ck1"] == "RUNNING"
         before = _count(ctr, "ck1", "c1")
         tasks.wait_for(lambda: _count(ctr, "ck1", "c2") > before)
         # Nothing was stored under the name containers checkpoint asked for.
-        assert "checkpoint/ck1:1" not in ctr("images", "ls", "-q").stdout
+        images = ctr("images", "ls", "-q").stdout
+        assert "checkpoint/ck1" not in images and "containerd.io/checkpoint" not in images
     finally:
         ctr("tasks", "kill", "-s", "SIGKILL", "ck1", ok=False)
         tasks.wait_for(lambda: _stopped(ctr, "ck1"))

@@ -381,12 +381,18 @@ def update(g: Globals, /, id: str, resources_path: str, **opts: Any) -> None:
 @click.argument("id", required=False, default="")
 @pass_globals
 def checkpoint(g: Globals, id: str, exit_after: bool, image_path: str, work_path: str) -> None:
-    """Checkpoint a container (runc: with CRIU, into --image-path)."""
-    if not image_path:
-        raise errdefs.NotImplemented(
-            "checkpoint to an image is not supported by pyctr yet; give --image-path"
+    """Checkpoint a container's task with CRIU: into an image, whose name is
+    printed, or into --image-path."""
+    from pycontainerd.client._sync import checkpoint as checkpoints
+
+    client = g.client()
+    container = client.load_container(_required_id(id))
+    options = None
+    # As ctr: runc's options go to the runtimes it knows as runc.
+    if container.info().runtime.name in ("io.containerd.runc.v1", "io.containerd.runc.v2"):
+        options = runc_options.CheckpointOptions(
+            exit=exit_after, image_path=image_path, work_path=work_path
         )
-    options = runc_options.CheckpointOptions(
-        exit=exit_after, image_path=image_path, work_path=work_path
-    )
-    _load_task(g.client(), id).checkpoint(options=options)
+    image = checkpoints.checkpoint_task(client, container, options=options)
+    if image is not None:
+        click.echo(image.name)

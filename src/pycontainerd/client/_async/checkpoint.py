@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from google.protobuf import any_pb2
@@ -49,11 +50,14 @@ __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "ANNOTATION_RUNTIME",
     "ANNOTATION_SNAPSHOTTER",
+    "ANNOTATION_TASK_IMAGE_NAME",
+    "LABEL_CHECKPOINT",
     "MEDIA_TYPE_CHECKPOINT",
     "MEDIA_TYPE_CHECKPOINT_CONFIG",
     "MEDIA_TYPE_CHECKPOINT_OPTIONS",
     "MEDIA_TYPE_CHECKPOINT_RUNTIME_OPTIONS",
     "checkpoint",
+    "checkpoint_task",
     "restore",
     "task_checkpoint",
 ]
@@ -67,6 +71,10 @@ MEDIA_TYPE_CHECKPOINT_RUNTIME_OPTIONS = (
 ANNOTATION_IMAGE_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_RUNTIME = "io.containerd.checkpoint.runtime"
 ANNOTATION_SNAPSHOTTER = "io.containerd.checkpoint.snapshotter"
+#: The image a task checkpoint's container runs (containerd 1.6's Task.Checkpoint).
+ANNOTATION_TASK_IMAGE_NAME = "image.name"
+#: The label on the image of a task checkpoint.
+LABEL_CHECKPOINT = "containerd.io/checkpoint"
 
 
 def _host_platform() -> platforms.Platform:
@@ -120,21 +128,12 @@ async def checkpoint(
             entries.append(await _rw_layer(client, info.snapshotter, info.snapshot_key))
         if task:
             entries += await _task(client, container, exit=exit)
-        index = {
-            "schemaVersion": 2,
-            "manifests": [manifests.descriptor_to_json(d) for d in entries],
-            "annotations": {
-                ANNOTATION_RUNTIME: info.runtime.name,
-                ANNOTATION_SNAPSHOTTER: info.snapshotter,
-                ANNOTATION_IMAGE_NAME: info.image,
-            },
+        annotations = {
+            ANNOTATION_RUNTIME: info.runtime.name,
+            ANNOTATION_SNAPSHOTTER: info.snapshotter,
+            ANNOTATION_IMAGE_NAME: info.image,
         }
-        data = manifests.dumps(index)
-        labels = {f"{manifests.GC_REF_PREFIX}{i}": d.digest for i, d in enumerate(entries)}
-        digest = await client.content.write_blob(
-            f"{container.id}index", data, size=len(data), labels=labels
-        )
-        target = Descriptor(mediatypes.OCI_INDEX, digest, len(data))
+        target = await _write_index(client, f"{container.id}index", entries, annotations)
         record = await client.images.create(ref, target)
     return AsyncImage(client, record)
 
@@ -187,6 +186,76 @@ async def _task(client: AsyncClient, container: AsyncContainer, *, exit: bool) -
         )
     )
     return entries
+
+
+async def checkpoint_task(
+    client: AsyncClient,
+    container: AsyncContainer,
+    *,
+    options: runc_options.CheckpointOptions | None = None,
+    name: str = "",
+) -> AsyncImage | None:
+    """Checkpoint ``container``'s task with CRIU (containerd's ``Task.Checkpoint``).
+
+    Into ``options.image_path`` when it names one (nothing is stored; None),
+    else into an image ``name`` (default ``containerd.io/checkpoint/ID:DATE``,
+    labelled ``containerd.io/checkpoint=true``) whose index holds the task's
+    checkpoint, the container's image and its rw layer.  The task is paused
+    meanwhile, unless it already was.
+    """
+    from pycontainerd.client._async.image import AsyncImage
+    from pycontainerd.client._async.task import ProcessStatus
+
+    info = await container.info()
+    name = name or f"containerd.io/checkpoint/{container.id}:{time.strftime('%m-%d-%Y-%H:%M:%S')}"
+    async with client.lease():
+        task = await container.task()
+        paused = (await task.status()).status == ProcessStatus.PAUSED
+        if not paused:
+            await task.pause()
+        try:
+            saved = await task.checkpoint(options=options)
+            if options is not None and options.image_path:
+                return None
+            entries = [
+                Descriptor(
+                    d.media_type,
+                    d.digest,
+                    d.size,
+                    annotations=dict(d.annotations),
+                    platform=_host_platform(),
+                )
+                for d in saved
+            ]
+            annotations = {
+                ANNOTATION_RUNTIME: info.runtime.name,
+                ANNOTATION_SNAPSHOTTER: info.snapshotter,
+            }
+            if info.image:
+                entries.append((await client.images.get(info.image)).target)
+                annotations[ANNOTATION_TASK_IMAGE_NAME] = info.image
+            if info.snapshot_key:
+                entries.append(await _rw_layer(client, info.snapshotter, info.snapshot_key))
+        finally:
+            if not paused:
+                await task.resume()
+        target = await _write_index(client, container.id, entries, annotations)
+        record = await client.images.create(name, target, {LABEL_CHECKPOINT: "true"})
+    return AsyncImage(client, record)
+
+
+async def _write_index(
+    client: AsyncClient, ref: str, entries: list[Descriptor], annotations: dict[str, str]
+) -> Descriptor:
+    index = {
+        "schemaVersion": 2,
+        "manifests": [manifests.descriptor_to_json(d) for d in entries],
+        "annotations": annotations,
+    }
+    data = manifests.dumps(index)
+    labels = {f"{manifests.GC_REF_PREFIX}{i}": d.digest for i, d in enumerate(entries)}
+    digest = await client.content.write_blob(ref, data, size=len(data), labels=labels)
+    return Descriptor(mediatypes.OCI_INDEX, digest, len(data))
 
 
 async def _index(client: AsyncClient, checkpoint_image: AsyncImage) -> manifests.Index:
