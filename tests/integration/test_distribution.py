@@ -1,0 +1,309 @@
+"""Pull and push against registries, through our daemon (issue 12).
+
+Debian's docker-registry on 127.0.0.1 holds an image built from
+busybox-static: Debian's ``ctr images pull`` pulls and unpacks it into our
+daemon and ``ctr run`` runs it; ``pyctr images pull`` does the same
+client-side, ``pyctr images tag`` + ``push`` put it back under another name
+and ``skopeo inspect`` sees it there.  An in-process fault registry makes a
+pull meet a 500, a cut connection (resumed), more bytes than the
+descriptor, wrong bytes and a manifest over the cap: each a clear error,
+with no blob, no ingest and no image record left behind and the daemon
+still serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Awaitable, Iterator
+from hashlib import sha256
+from typing import TypeVar
+
+import pytest
+
+from pycontainerd import errdefs
+from pycontainerd.client import AsyncClient
+from pycontainerd.distribution.pull import Progress
+from pycontainerd.remotes import Resolver
+from tests.integration._cli import Cli
+from tests.support import daemons
+from tests.support.fault_registry import Fault, FaultRegistry, fault_registry
+from tests.support.registry import (
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Blob,
+    BuiltImage,
+    RunningRegistry,
+    busybox_image,
+    push_image,
+    registry,
+)
+from tests.support.tasks import busybox_layer
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def run(aw: Awaitable[T]) -> T:
+    async def wrapped() -> T:
+        return await aw
+
+    return asyncio.run(wrapped())
+
+
+@pytest.fixture(scope="module")
+def image() -> BuiltImage:
+    return busybox_image()
+
+
+@pytest.fixture(scope="module")
+def reg(image: BuiltImage) -> Iterator[RunningRegistry]:
+    with registry() as running:
+
+        async def fill() -> None:
+            async with Resolver(plain_http=True) as resolver:
+                await push_image(resolver, f"{running.host}/library/busybox:latest", image)
+
+        run(fill())
+        yield running
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[daemons.RunningDaemon]:
+    with daemons.pycontainerd() as d:
+        yield d
+
+
+def test_ctr_pulls_unpacks_and_runs_an_image_from_the_registry(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    ctr = Cli("ctr", daemon.address, "ctr-pull")
+    ref = f"{reg.host}/library/busybox:latest"
+    pulled = ctr("images", "pull", "--plain-http", ref)
+    assert "unpacking linux/amd64" in pulled.stdout
+    listed = ctr("images", "ls", "-q").stdout.split()
+    assert listed == [ref]
+    assert ctr("images", "check").stdout.count("complete") == 1
+    hello = ctr("run", "--rm", ref, "from-registry", "echo", "pulled by ctr")
+    assert hello.stdout == "pulled by ctr\n"
+
+
+def test_pyctr_pulls_then_tags_and_pushes_and_skopeo_sees_it(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    pyctr = Cli("pyctr", daemon.address, "pyctr-pull")
+    ref = f"{reg.host}/library/busybox:latest"
+    pulled = pyctr("images", "pull", "--plain-http", ref)
+    assert f"layer-{image.layers[0].digest}: done" in pulled.stdout
+    assert "unpacking linux/amd64" in pulled.stdout
+    assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+    # Unpacked: ctr sees the image as complete and runs it.
+    ctr = Cli("ctr", daemon.address, "pyctr-pull")
+    hello = ctr("run", "--rm", ref, "from-pyctr-pull", "echo", "pulled by pyctr")
+    assert hello.stdout == "pulled by pyctr\n"
+
+    pushed_ref = f"{reg.host}/pushed/busybox:v2"
+    pyctr("images", "tag", ref, pushed_ref)
+    pushed = pyctr("images", "push", "--plain-http", pushed_ref)
+    # The layer came from library/busybox of the same registry: mounted, not sent.
+    assert f"layer-{image.layers[0].digest}: mounted" in pushed.stdout
+    assert f"manifest-{image.manifest.digest}: done" in pushed.stdout
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed (make deps installs it)")
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{pushed_ref}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    doc = json.loads(inspected.stdout)
+    assert doc["Digest"] == image.manifest.digest
+    assert doc["Layers"] == [image.layers[0].digest]
+
+
+def test_pyctr_fetch_records_the_image_without_unpacking(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    pyctr = Cli("pyctr", daemon.address, "pyctr-fetch")
+    ref = f"{reg.host}/library/busybox:latest"
+    fetched = pyctr("content", "fetch", "--plain-http", ref)
+    assert f"config-{image.config.digest}: done" in fetched.stdout
+    assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+    digests = pyctr("content", "ls", "-q").stdout.split()
+    assert sorted(digests) == sorted(b.digest for b in (image.manifest, *image.blobs))
+    snapshots = pyctr("snapshots", "ls").stdout.strip().splitlines()
+    assert snapshots[1:] == []
+
+
+def test_missing_repository_or_tag_is_a_clear_not_found(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry
+) -> None:
+    pyctr = Cli("pyctr", daemon.address, "pyctr-missing")
+    for ref in (f"{reg.host}/no/such-repo:latest", f"{reg.host}/library/busybox:no-such-tag"):
+        message = pyctr.error("images", "pull", "--plain-http", ref)
+        assert message == f"{ref}: not found"
+    assert pyctr("images", "ls", "-q").stdout == ""
+
+
+def test_client_pull_labels_content_reports_progress_and_drops_its_lease(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    ref = f"{reg.host}/library/busybox:latest"
+    events: list[Progress] = []
+
+    async def main() -> None:
+        async with AsyncClient(daemon.address, namespace="client-pull") as client:
+            pulled = await client.pull(ref, plain_http=True, progress=events.append)
+            assert await pulled.is_unpacked()
+            source = f"containerd.io/distribution.source.{reg.host}"
+            manifest = await client.content.info(image.manifest.digest)
+            assert manifest.labels[source] == "library/busybox"
+            assert manifest.labels["containerd.io/gc.ref.content.config"] == image.config.digest
+            layer = await client.content.info(image.layers[0].digest)
+            assert layer.labels["containerd.io/uncompressed"].startswith("sha256:")
+            config = await client.content.info(image.config.digest)
+            assert "containerd.io/gc.ref.snapshot.overlayfs" in config.labels
+            assert await client.leases.list() == []
+
+    run(main())
+    final = {e.ref: e.state for e in events}
+    assert final == {
+        f"manifest-{image.manifest.digest}": "done",
+        f"config-{image.config.digest}": "done",
+        f"layer-{image.layers[0].digest}": "done",
+    }
+    layer_events = [e for e in events if e.ref.startswith("layer-")]
+    assert layer_events[-1].offset == layer_events[-1].total == image.layers[0].size
+
+
+def _unique_image(name: str) -> BuiltImage:
+    """busybox-static plus a file naming ``name``: a layer no other test has
+    (a layer the daemon holds in another namespace is shared, not fetched)."""
+    base = busybox_layer()
+    data = name.encode()
+    info = tarfile.TarInfo("etc/fault")
+    info.size, info.mode = len(data), 0o644
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(base)) as src, tarfile.open(fileobj=buf, mode="w") as tar:
+        for member in src.getmembers():
+            tar.addfile(member, src.extractfile(member) if member.isreg() else None)
+        tar.addfile(info, io.BytesIO(data))
+    tar_bytes = buf.getvalue()
+    layer = Blob(OCI_LAYER_GZIP, gzip.compress(tar_bytes, mtime=0))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(tar_bytes).hexdigest()]},
+    }
+    config_blob = Blob(OCI_CONFIG, json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest, "size": config_blob.size},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+    }
+    return BuiltImage(Blob(OCI_MANIFEST, json.dumps(manifest).encode()), config_blob, (layer,))
+
+
+def _fault_registry(image: BuiltImage, fault: Fault) -> FaultRegistry:
+    manifest = (image.manifest.media_type, image.manifest.data)
+    return FaultRegistry(
+        "library/busybox",
+        {"latest": manifest, image.manifest.digest: manifest},
+        {b.digest: b.data for b in image.blobs},
+        fault,
+        image.layers[0].digest,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        (Fault.STATUS_500, errdefs.Unavailable, "500"),
+        (Fault.EXTRA, errdefs.FailedPrecondition, "more than the expected"),
+        (Fault.BAD_DIGEST, errdefs.FailedPrecondition, "unexpected commit digest"),
+        (Fault.CUT_NO_RANGE, errdefs.Unavailable, "connection lost"),
+    ],
+)
+def test_registry_faults_fail_the_pull_commit_nothing_and_leave_the_daemon_serving(
+    daemon: daemons.RunningDaemon,
+    fault: Fault,
+    error: type[errdefs.ContainerdError],
+    message: str,
+) -> None:
+    namespace = f"fault-{fault.value.replace('_', '-')}"
+    image = _unique_image(namespace)
+
+    async def main() -> None:
+        async with AsyncClient(daemon.address, namespace=namespace) as client:
+            async with fault_registry(_fault_registry(image, fault)) as faulty:
+                ref = f"{faulty.host}/library/busybox:latest"
+                with pytest.raises(error, match=message):
+                    await client.pull(ref, plain_http=True)
+            with pytest.raises(errdefs.NotFound):
+                await client.content.info(image.layers[0].digest)
+            assert await client.content.list_statuses() == []
+            assert await client.images.list() == []
+            assert await client.leases.list() == []
+            assert await client.is_serving()
+
+    run(main())
+
+
+def test_a_cut_connection_resumes_and_the_pull_succeeds(daemon: daemons.RunningDaemon) -> None:
+    image = _unique_image("cut")
+
+    async def main() -> None:
+        async with AsyncClient(daemon.address, namespace="fault-cut") as client:
+            async with fault_registry(_fault_registry(image, Fault.CUT)) as faulty:
+                ref = f"{faulty.host}/library/busybox:latest"
+                pulled = await client.pull(ref, plain_http=True)
+                ranges = [r for _, p, r in faulty.requests if p.endswith(image.layers[0].digest)]
+                assert ranges == ["", f"bytes={image.layers[0].size // 2}-"]
+            assert await pulled.is_unpacked()
+            assert (await client.content.info(image.layers[0].digest)).size == image.layers[0].size
+
+    run(main())
+
+
+def test_a_manifest_over_the_cap_is_refused(
+    daemon: daemons.RunningDaemon, image: BuiltImage
+) -> None:
+    huge = {
+        "mediaType": image.manifest.media_type,
+        "digest": image.manifest.digest,
+        "size": 5 << 20,
+    }
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [huge],
+        }
+    ).encode()
+    registry_ = _fault_registry(image, Fault.NONE)
+    entry = ("application/vnd.oci.image.index.v1+json", index)
+    registry_.manifests["latest"] = registry_.manifests["sha256:" + sha256(index).hexdigest()] = (
+        entry
+    )
+
+    async def main() -> None:
+        async with AsyncClient(daemon.address, namespace="fault-cap") as client:
+            async with fault_registry(registry_) as faulty:
+                with pytest.raises(errdefs.ResourceExhausted, match="over the 4194304-byte limit"):
+                    await client.pull(f"{faulty.host}/library/busybox:latest", plain_http=True)
+            assert await client.images.list() == []
+            assert await client.content.list_statuses() == []
+            assert await client.is_serving()
+
+    run(main())
