@@ -145,7 +145,7 @@ def test_pull_writes_every_blob_with_containerd_labels_and_saves_the_record(
                 r, ref, store, images, platform=AMD64, progress=events.append
             )
             assert saved.name == ref and saved.target.digest == sha(image.index)
-            source = f"containerd.io/distribution.source.{reg.host}"
+            source = "containerd.io/distribution.source.127.0.0.1"
             index = await store.info(sha(image.index))
             assert index.labels[source] == "app"
             assert index.labels["containerd.io/gc.ref.content.m.0"] == sha(image.manifest)
@@ -383,3 +383,13 @@ def test_a_connection_cut_mid_layer_is_resumed(tmp_path: Path) -> None:
         assert (await store.info(cut)).size == len(image.layers[1])
 
     run(main())
+
+
+def test_distribution_source_hosts_drop_the_port_as_containerd_does() -> None:
+    assert pulling.hostname("127.0.0.1:5000") == "127.0.0.1"
+    assert pulling.hostname("[::1]:5000") == "::1"
+    assert pulling.hostname("registry.example.com") == "registry.example.com"
+    assert pulling.distribution_source_label("localhost:5000/a/b:c") == (
+        "containerd.io/distribution.source.localhost",
+        "a/b",
+    )

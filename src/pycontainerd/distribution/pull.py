@@ -14,7 +14,8 @@ containerd's ``images.Dispatch`` with ``FetchHandler``, ``ChildrenHandler``,
 * each blob is written through ``writer(ref, total=size, expected=digest)``
   with containerd's ingest refs (``index-``, ``manifest-``, ``config-``,
   ``layer-``, ``unknown-`` + digest) and committed with its size and digest
-  checked, carrying ``containerd.io/distribution.source.<host>=<repo>`` and,
+  checked, carrying ``containerd.io/distribution.source.<host>=<repo>`` (the
+  host without its port, as containerd writes it) and,
   on indexes and manifests, the ``containerd.io/gc.ref.content.*`` labels
   of its children, so a new blob needs no label update after its commit;
 * a blob that fails (wrong bytes, a registry error, a connection that
@@ -89,6 +90,7 @@ __all__ = [
     "append_distribution_source",
     "distribution_source_label",
     "fetch",
+    "hostname",
     "pull",
     "ref_key",
     "save_image",
@@ -222,7 +224,17 @@ def distribution_source_label(ref: str) -> tuple[str, str]:
     """The label key and repository containerd records a blob pulled from ``ref`` under:
     (``containerd.io/distribution.source.<host>``, ``<repository path>``)."""
     parsed = references.parse_docker_ref(ref)
-    return DISTRIBUTION_SOURCE_PREFIX + parsed.domain, parsed.path
+    return DISTRIBUTION_SOURCE_PREFIX + hostname(parsed.domain), parsed.path
+
+
+def hostname(domain: str) -> str:
+    """A reference's domain without its port (and an IPv6 address without
+    brackets), as containerd keys distribution sources: ``127.0.0.1:5000``
+    and ``127.0.0.1:5001`` share one label."""
+    if domain.startswith("["):
+        return domain[1:].partition("]")[0]
+    host, sep, port = domain.rpartition(":")
+    return host if sep and port.isdigit() else domain
 
 
 def append_distribution_source(current: str, repository: str) -> str:

@@ -30,7 +30,7 @@ from pycontainerd import errdefs
 from pycontainerd import platforms as pf
 from pycontainerd import reference as references
 from pycontainerd.content import Info, Provider, read_blob, read_chunks
-from pycontainerd.distribution.pull import DISTRIBUTION_SOURCE_PREFIX, MAX_BLOBS, ref_key
+from pycontainerd.distribution.pull import DISTRIBUTION_SOURCE_PREFIX, MAX_BLOBS, hostname, ref_key
 from pycontainerd.images import Descriptor
 from pycontainerd.images import mediatypes as mt
 from pycontainerd.images.handlers import reachable
@@ -87,7 +87,7 @@ class Pusher(Protocol):
 
 def _mount_source(info: Info, domain: str, repository: str) -> str | None:
     """A repository of ``domain`` the blob is known to come from, other than the target."""
-    value = info.labels.get(DISTRIBUTION_SOURCE_PREFIX + domain, "")
+    value = info.labels.get(DISTRIBUTION_SOURCE_PREFIX + hostname(domain), "")
     for repo in value.split(","):
         if repo and repo != repository:
             return repo
