@@ -66,24 +66,36 @@ class Scenario:
     ops: int = 1  # operations per round, to print a per-operation figure
     unit: str = "round"  # what one operation is called ("round trip", "import", ...)
     rounds: int | None = None  # its default rounds, when long ones need fewer; --rounds wins
+    #: What the second column measures when it is not containerd (``curl``).
+    versus: str | None = None
 
 
 _SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, summary: str, *, ops: int = 1, unit: str = "round", rounds: int | None = None
+    name: str,
+    summary: str,
+    *,
+    ops: int = 1,
+    unit: str = "round",
+    rounds: int | None = None,
+    versus: str | None = None,
 ) -> Callable[[SetupFn], SetupFn]:
     """Register a generator-function setup under ``name`` (registration order is run order).
 
     ``rounds`` replaces the harness's default number of rounds for a scenario
     whose rounds are long; an explicit ``--rounds`` still applies to all.
+    ``versus`` names what the setup measures on containerd's side when it is
+    not containerd (a scenario against ``curl`` ignores that daemon).
     """
 
     def register(fn: SetupFn) -> SetupFn:
         if name in _SCENARIOS:
             raise ValueError(f"scenario {name!r} registered twice")
-        _SCENARIOS[name] = Scenario(name, summary, contextlib.contextmanager(fn), ops, unit, rounds)
+        _SCENARIOS[name] = Scenario(
+            name, summary, contextlib.contextmanager(fn), ops, unit, rounds, versus
+        )
         return fn
 
     return register

@@ -41,13 +41,14 @@ def _block(result: Result, out: TextIO) -> None:
     sc = result.scenario
     n = len(result.samples[OURS])
     out.write(f"\n{sc.name}: {sc.summary}\n")
-    out.write(f"  {n} rounds each, alternating {OURS} / {THEIRS}\n\n")
+    theirs = sc.versus or THEIRS
+    out.write(f"  {n} rounds each, alternating {OURS} / {theirs}\n\n")
     rows = [["daemon", "median", "min", "max", f"per {sc.unit}", "server CPU/round"]]
     for daemon in (OURS, THEIRS):
         wall: Stats = result.wall(daemon)
         rows.append(
             [
-                daemon,
+                theirs if daemon == THEIRS else daemon,
                 fmt_seconds(wall.median),
                 fmt_seconds(wall.min),
                 fmt_seconds(wall.max),
@@ -57,7 +58,7 @@ def _block(result: Result, out: TextIO) -> None:
         )
     _table(rows, out)
     out.write(
-        f"\n  ratio {OURS}/{THEIRS}: {fmt_ratio(result.ratio_pairwise)} (median of pairwise), "
+        f"\n  ratio {OURS}/{theirs}: {fmt_ratio(result.ratio_pairwise)} (median of pairwise), "
         f"{fmt_ratio(result.ratio_of_medians)} (ratio of medians); "
         f"server CPU {fmt_ratio(result.cpu_ratio_of_medians)}\n"
     )

@@ -643,3 +643,4 @@ def _remove_runc_root(target: Target) -> None:
     # runc's root for the namespace outlives its containers, under either daemon.
     with contextlib.suppress(OSError):
         Path("/run/containerd/runc", target.namespace).rmdir()
+from bench import distribution as _distribution  # noqa: E402,F401  (registers its scenarios)

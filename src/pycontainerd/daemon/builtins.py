@@ -26,6 +26,7 @@ MODULES = (
     "pycontainerd.services.events",
     "pycontainerd.services.introspection",
     "pycontainerd.services.streaming",
+    "pycontainerd.services.transfer",
     # ... and containerd's API over them (io.containerd.grpc.v1).
     "pycontainerd.edge.api.version",
     "pycontainerd.edge.api.health",
@@ -40,6 +41,7 @@ MODULES = (
     "pycontainerd.edge.api.events",
     "pycontainerd.edge.api.introspection",
     "pycontainerd.edge.api.streaming",
+    "pycontainerd.edge.api.transfer",
     # ... and over ttrpc (io.containerd.ttrpc.v1), for the shims.
     "pycontainerd.edge.api.ttrpc_events",
 )

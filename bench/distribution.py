@@ -1,0 +1,187 @@
+"""Distribution scenarios: a registry on loopback (Debian's ``docker-registry``).
+
+``blob-fetch-1g``: one 1 GiB blob fetched and verified (digest and size) by
+our registry client, against ``curl -o /dev/null`` of the same URL.  The
+daemons the harness starts take no part; the blob is written straight into
+the registry's storage (1 GiB through its upload API would only slow setup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import hashlib
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+
+from bench.registry import Measure, Target, scenario
+from pycontainerd.remotes import ResolvedDescriptor, Resolver
+from tests.support.registry import RunningRegistry, registry
+
+BLOB_SIZE = 1 << 30
+BLOB_REPOSITORY = "bench/blob"
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
+
+_registries = contextlib.ExitStack()
+atexit.register(_registries.close)
+
+
+@functools.cache
+def _registry() -> RunningRegistry:
+    return _registries.enter_context(registry())
+
+
+def _link_blob(reg: RunningRegistry, repository: str, digest: str) -> None:
+    """Make a blob already in storage part of ``repository`` (the registry's
+    own layout: a link file per repository layer)."""
+    hex_ = digest.removeprefix("sha256:")
+    link = reg.root / "data/docker/registry/v2/repositories" / repository / "_layers/sha256" / hex_
+    link.mkdir(parents=True, exist_ok=True)
+    (link / "link").write_text(digest)
+
+
+@functools.cache
+def _big_blob() -> ResolvedDescriptor:
+    """A 1 GiB incompressible blob in the registry (made once per run)."""
+    reg = _registry()
+    rng = random.Random(1)
+    piece = rng.randbytes(1 << 20)
+    tmp = reg.root / "big.tmp"
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for i in range(BLOB_SIZE >> 20):
+            chunk = i.to_bytes(8, "little") + piece[8:]
+            digest.update(chunk)
+            f.write(chunk)
+    hex_ = digest.hexdigest()
+    data = reg.root / "data/docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, data)
+    _link_blob(reg, BLOB_REPOSITORY, "sha256:" + hex_)
+    return ResolvedDescriptor(LAYER_MEDIA_TYPE, "sha256:" + hex_, BLOB_SIZE)
+
+
+async def _fetch(host: str, desc: ResolvedDescriptor) -> int:
+    count = 0
+    async with Resolver(plain_http=True) as resolver:
+        fetcher = resolver.fetcher(f"{host}/{BLOB_REPOSITORY}:latest")
+        async for chunk in fetcher.fetch(desc):
+            count += len(chunk)
+    if count != desc.size:
+        raise RuntimeError(f"fetched {count} bytes of {desc.size}")
+    return count
+
+
+@scenario(
+    "blob-fetch-1g",
+    "one 1 GiB blob from a registry on loopback: our fetcher (verified) vs curl -o /dev/null",
+    ops=1,
+    unit="GiB",
+    rounds=5,
+    versus="curl",
+)
+def blob_fetch_1g(target: Target) -> Iterator[Measure]:
+    reg = _registry()
+    desc = _big_blob()
+    if target.label == "pycontainerd":
+        yield Measure(lambda: asyncio.run(_fetch(reg.host, desc)))
+        return
+    url = f"{reg.url}/v2/{BLOB_REPOSITORY}/blobs/{desc.digest}"
+    argv = ["curl", "-sSf", "-o", "/dev/null", url]
+    yield Measure(lambda: subprocess.run(argv, check=True))
+
+
+# --- a large image: about 60,000 files, 1 GB uncompressed, 260 MB compressed --------------
+
+LARGE_LAYERS = 5
+LARGE_FILES_PER_LAYER = 12_000
+LARGE_REPOSITORY = "bench/large"
+
+
+def _large_layer(index: int, rng: random.Random) -> tuple[bytes, str]:
+    """One gzip layer of files about 17.5 KB each, a quarter random bytes
+    (so it compresses to about 27%, as real layers do); and its diff ID."""
+    import io
+    import tarfile
+
+    from isal import igzip
+
+    noise = rng.randbytes(1 << 20)
+    text = (b"the quick brown fox jumps over the lazy dog\n" * 25_000)[: 1 << 20]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(LARGE_FILES_PER_LAYER):
+            if i % 100 == 0:
+                info = tarfile.TarInfo(f"l{index}/d{i // 100}")
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            size = rng.randint(5_000, 30_000)
+            start = rng.randrange(0, (1 << 20) - size)
+            quarter = size // 4
+            data = noise[start : start + quarter] + text[start : start + size - quarter]
+            info = tarfile.TarInfo(f"l{index}/d{i // 100}/f{i}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+    return igzip.compress(tar_bytes, compresslevel=1, mtime=0), diff_id
+
+
+@functools.cache
+def _large_image() -> str:
+    """Push the large image into the registry; its reference (once per run)."""
+    import json
+
+    from tests.support.registry import (
+        OCI_CONFIG,
+        OCI_LAYER_GZIP,
+        OCI_MANIFEST,
+        Blob,
+        BuiltImage,
+        push_image,
+    )
+
+    reg = _registry()
+    rng = random.Random(7)
+    layers, diff_ids = [], []
+    for index in range(LARGE_LAYERS):
+        blob, diff_id = _large_layer(index, rng)
+        layers.append(Blob(OCI_LAYER_GZIP, blob))
+        diff_ids.append(diff_id)
+    config = Blob(
+        OCI_CONFIG,
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["/bin/sh"]},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            }
+        ).encode(),
+    )
+    digests = [(b.digest, b.size) for b in layers]
+    manifest = Blob(
+        OCI_MANIFEST,
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
+                "layers": [
+                    {"mediaType": OCI_LAYER_GZIP, "digest": d, "size": s} for d, s in digests
+                ],
+            }
+        ).encode(),
+    )
+    ref = f"{reg.host}/{LARGE_REPOSITORY}:1"
+
+    async def push() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            await push_image(resolver, ref, BuiltImage(manifest, config, tuple(layers)))
+
+    asyncio.run(push())
+    return ref

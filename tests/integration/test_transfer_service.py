@@ -1,0 +1,226 @@
+"""containerd 1.7's Transfer service on our daemon, against Debian's
+docker-registry on 127.0.0.1: the daemon pulls, unpacks and records an
+image itself while the client watches progress on a Streaming stream, asks
+the client for credentials on another, and pushes an image back."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+
+from pycontainerd import typeurl
+from pycontainerd.api.services.streaming.v1 import streaming_pb2 as spb
+from pycontainerd.api.services.streaming.v1 import streaming_pb2_grpc as spb_grpc
+from pycontainerd.api.services.transfer.v1 import transfer_pb2 as tpb
+from pycontainerd.api.services.transfer.v1 import transfer_pb2_grpc as tpb_grpc
+from pycontainerd.api.types import platform_pb2
+from pycontainerd.api.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
+from pycontainerd.remotes import Resolver
+from tests.support import daemons, tasks
+from tests.support.registry import RunningRegistry, busybox_image, push_image, registry
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stream:
+    """A client's named stream: what it received, and a queue to send on."""
+
+    sends: queue.Queue[any_pb2.Any | None] = field(default_factory=queue.Queue)
+    received: list[any_pb2.Any] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        self.sends.put(None)
+        if self.thread is not None:
+            self.thread.join(10)
+
+
+def open_stream(
+    channel: grpc.Channel, name: str, ns: str, answer: any_pb2.Any | None = None
+) -> Stream:
+    """Open ``name``; with ``answer``, send it after every message received
+    (an auth stream's reply)."""
+    stream = Stream()
+
+    def requests() -> Iterator[any_pb2.Any]:
+        yield typeurl.marshal_any(spb.StreamInit(id=name))
+        while (message := stream.sends.get()) is not None:
+            yield message
+
+    responses = spb_grpc.StreamingStub(channel).Stream(
+        requests(), metadata=[("containerd-namespace", ns)]
+    )
+    next(responses)  # the daemon's acknowledgement
+
+    def receive() -> None:
+        try:
+            for message in responses:
+                stream.received.append(message)
+                if answer is not None:
+                    stream.sends.put(answer)
+        except grpc.RpcError:
+            pass
+
+    stream.thread = threading.Thread(target=receive, daemon=True)
+    stream.thread.start()
+    return stream
+
+
+def transfer(
+    channel: grpc.Channel, ns: str, source: object, destination: object, progress: str = ""
+) -> None:
+    tpb_grpc.TransferStub(channel).Transfer(
+        tpb.TransferRequest(
+            source=typeurl.marshal_any(source),  # type: ignore[arg-type]
+            destination=typeurl.marshal_any(destination),  # type: ignore[arg-type]
+            options=tpb.TransferOptions(progress_stream=progress),
+        ),
+        metadata=[("containerd-namespace", ns)],
+        timeout=120,
+    )
+
+
+def oci_registry(ref: str, auth_stream: str = "") -> registry_pb2.OCIRegistry:
+    return registry_pb2.OCIRegistry(
+        reference=ref,
+        resolver=registry_pb2.RegistryResolver(default_scheme="http", auth_stream=auth_stream),
+    )
+
+
+def image_store(name: str, unpack: bool = True) -> imagestore_pb2.ImageStore:
+    unpacks = [
+        imagestore_pb2.UnpackConfiguration(
+            platform=platform_pb2.Platform(os="linux", architecture="amd64"),
+            snapshotter="overlayfs",
+        )
+    ]
+    return imagestore_pb2.ImageStore(name=name, unpacks=unpacks if unpack else [])
+
+
+def push_busybox(reg: RunningRegistry, ref: str) -> None:
+    async def push() -> None:
+        async with Resolver(plain_http=True, credentials=lambda host: ("alice", "s3cret")) as r:
+            await push_image(r, ref, busybox_image())
+
+    asyncio.run(push())
+
+
+@pytest.fixture(scope="module")
+def reg() -> Iterator[RunningRegistry]:
+    with registry() as running:
+        push_busybox(running, f"{running.host}/library/busybox:latest")
+        yield running
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[daemons.RunningDaemon, grpc.Channel, str]]:
+    ns = tasks.namespace()
+    with (
+        daemons.pycontainerd() as d,
+        grpc.insecure_channel(f"unix://{d.address}") as channel,
+    ):
+        try:
+            yield d, channel, ns
+        finally:
+            tasks.reap(d.address, [ns], d.root.parent)
+
+
+def ctr(d: daemons.RunningDaemon, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ctr", "-a", d.address, "-n", ns, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_server_side_pull_unpacks_records_reports_and_runs(
+    reg: RunningRegistry, daemon: tuple[daemons.RunningDaemon, grpc.Channel, str]
+) -> None:
+    d, channel, ns = daemon
+    ref = f"{reg.host}/library/busybox:latest"
+    progress = open_stream(channel, "progress-1", ns)
+    transfer(channel, ns, oci_registry(ref), image_store(ref), "progress-1")
+    progress.close()
+    events = [progress_pb2.Progress.FromString(m.value) for m in progress.received]
+    assert events[0].event == f"Resolving from {ref}"
+    assert ("saved", ref) in [(e.event, e.name) for e in events]
+    assert events[-1].event == f"Completed pull from {ref}"
+    layers = [e for e in events if e.name.startswith("layer-sha256:")]
+    assert layers[0].event == "waiting"
+    assert layers[-1].event == "complete" and layers[-1].progress == layers[-1].total > 0
+    assert ref in ctr(d, ns, "images", "ls", "-q").stdout.split()
+    assert ctr(d, ns, "snapshots", "ls").stdout.count("Committed") == 1
+    run = ctr(d, ns, "run", "--rm", ref, "t1", "echo", "pulled by the daemon")
+    assert run.stdout == "pulled by the daemon\n", run.stderr
+    # Nothing of the pull's own lease is left.
+    assert ctr(d, ns, "leases", "ls", "-q").stdout.split() == []
+
+
+def test_a_missing_tag_is_not_found_and_records_nothing(
+    reg: RunningRegistry, daemon: tuple[daemons.RunningDaemon, grpc.Channel, str]
+) -> None:
+    d, channel, ns = daemon
+    ref = f"{reg.host}/library/busybox:nope"
+    with pytest.raises(grpc.RpcError) as missing:
+        transfer(channel, ns, oci_registry(ref), image_store(ref))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "busybox:nope" in (missing.value.details() or "")
+    assert ctr(d, ns, "images", "ls", "-q").stdout.split() == []
+    assert ctr(d, ns, "content", "ls", "-q").stdout.split() == []
+
+
+def test_credentials_are_asked_for_on_the_auth_stream(
+    daemon: tuple[daemons.RunningDaemon, grpc.Channel, str],
+) -> None:
+    d, channel, ns = daemon
+    with registry(users={"alice": "s3cret"}) as private:
+        ref = f"{private.host}/team/busybox:1"
+        push_busybox(private, ref)
+        with pytest.raises(grpc.RpcError) as refused:
+            transfer(channel, ns, oci_registry(ref), image_store(ref, unpack=False))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
+        assert "requires a username and password" in (refused.value.details() or "")
+        answer = typeurl.marshal_any(
+            registry_pb2.AuthResponse(
+                authType=registry_pb2.CREDENTIALS, username="alice", secret="s3cret"
+            )
+        )
+        auth = open_stream(channel, "auth-1", ns, answer=answer)
+        transfer(channel, ns, oci_registry(ref, "auth-1"), image_store(ref, unpack=False))
+        auth.close()
+        asked = registry_pb2.AuthRequest.FromString(auth.received[0].value)
+        assert (asked.host, asked.reference) == (private.host, ref)
+        assert ref in ctr(d, ns, "images", "ls", "-q").stdout.split()
+
+
+def test_a_server_side_push_puts_the_image_in_the_registry(
+    reg: RunningRegistry, daemon: tuple[daemons.RunningDaemon, grpc.Channel, str]
+) -> None:
+    d, channel, ns = daemon
+    ref = f"{reg.host}/library/busybox:latest"
+    transfer(channel, ns, oci_registry(ref), image_store(ref, unpack=False))
+    copy = f"{reg.host}/copies/busybox:2"
+    transfer(channel, ns, image_store(ref), oci_registry(copy))
+
+    async def resolve() -> str:
+        async with Resolver(plain_http=True) as resolver:
+            return (await resolver.resolve(copy))[1].digest
+
+    original = ctr(d, ns, "images", "ls").stdout
+    assert asyncio.run(resolve()) in original
+
+
+def test_an_unsupported_pair_is_not_implemented(
+    daemon: tuple[daemons.RunningDaemon, grpc.Channel, str],
+) -> None:
+    _d, channel, ns = daemon
+    with pytest.raises(grpc.RpcError) as refused:
+        transfer(channel, ns, image_store("a"), image_store("b"))
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
