@@ -307,3 +307,35 @@ def test_a_manifest_over_the_cap_is_refused(
             assert await client.is_serving()
 
     run(main())
+
+
+def test_pull_by_digest_names_the_image_by_its_digest(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    pyctr = Cli("pyctr", daemon.address, "pyctr-digest")
+    ref = f"{reg.host}/library/busybox@{image.manifest.digest}"
+    pyctr("images", "pull", "--plain-http", ref)
+    assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+
+
+def test_pyctr_user_flag_authenticates_and_is_needed(
+    daemon: daemons.RunningDaemon, image: BuiltImage
+) -> None:
+    with registry(users={"alice": "s3cret"}) as private:
+        ref = f"{private.host}/team/busybox:latest"
+
+        async def fill() -> None:
+            from pycontainerd.remotes import static_credentials
+
+            credentials = static_credentials("alice", "s3cret")
+            async with Resolver(plain_http=True, credentials=credentials) as resolver:
+                await push_image(resolver, ref, image)
+
+        run(fill())
+        pyctr = Cli("pyctr", daemon.address, "pyctr-auth")
+        message = pyctr.error("images", "pull", "--plain-http", ref)
+        assert "requires a username and password" in message, message
+        refused = pyctr.error("images", "pull", "--plain-http", "--user", "alice:wrong", ref)
+        assert "access denied" in refused
+        pyctr("images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
+        assert pyctr("images", "ls", "-q").stdout.split() == [ref]
