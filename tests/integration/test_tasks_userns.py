@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,25 @@ def test_run_with_uidmap_runs_on_a_snapshot_owned_by_the_mapped_ids(
 def _gone_or_stopped(cli: Cli, container_id: str) -> bool:
     rows = table(cli("tasks", "ls").stdout)[1:]
     return all(row[2] == "STOPPED" for row in rows if row[0] == container_id)
+
+
+def test_containers_remapped_alike_at_once_share_one_copy(daemon: tuple[str, str]) -> None:
+    address, ns = daemon
+    pyctr = Cli("pyctr", address, ns)
+    flags = ["--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536"]
+    argv = [pyctr.binary, "-a", address, "-n", ns, "run", "--rm", *flags, IMAGE]
+    runs = [
+        subprocess.Popen(
+            [*argv, f"at-once-{n}", "cat", "/home/user/notes"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(3)
+    ]
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [(run.returncode, out, err) for run, (out, err) in zip(runs, results, strict=True)] == [
+        (0, b"mine\n", b"")
+    ] * 3
+    keys = [row[0] for row in table(pyctr("snapshots", "ls").stdout)[1:]]
+    assert len([k for k in keys if k.endswith("-300000-300000")]) <= 1
+    assert not [k for k in keys if "-remap" in k]

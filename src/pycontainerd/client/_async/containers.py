@@ -22,6 +22,7 @@ import builtins
 import contextlib
 import dataclasses
 import json
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +185,7 @@ class _RemappedSnapshot(AsyncClientOpt):
     shifted by a user namespace's host ids (containerd's ``WithRemappedSnapshot``).
 
     The copy is the committed snapshot ``<chain id>-<uid>-<gid>``, shared by
-    every container remapped alike: made once (prepared as ``...-remap``,
+    every container remapped alike: made once (prepared as ``...-remap-*``,
     mounted here, shifted, committed), then only prepared on.  Mounting it
     needs this client to run on the daemon's host, as root.
     """
@@ -215,12 +216,18 @@ class _RemappedSnapshot(AsyncClientOpt):
         )
 
     async def _remap(self, sn: AsyncSnapshotService, parent: str, remapped: str) -> None:
-        work = remapped + "-remap"
+        # containerd names the work snapshot ``<remapped>-remap``, so a second
+        # client remapping the same image at once fails on it; ours is
+        # unique, and the commit that comes second finds the first's copy.
+        work = f"{remapped}-remap-{secrets.token_hex(4)}"
         mounts = await sn.prepare(work, parent)
         try:
             async with temp_mount_async(mounts) as root:
                 await AsyncOffload.run(shift_ownership, root, self.uid, self.gid)
             await sn.commit(remapped, work)
+        except errdefs.AlreadyExists:
+            with contextlib.suppress(errdefs.NotFound):
+                await sn.remove(work)
         except BaseException:
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(work)
