@@ -7,22 +7,27 @@ that leaves no ingest, no blob and no image record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
 import random
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, leases
 from pycontainerd import platforms as pf
 from pycontainerd.content.local import LocalStore, MemoryLabelStore
 from pycontainerd.distribution import pull as pulling
 from pycontainerd.distribution.push import push
 from pycontainerd.images import Descriptor, Image
+from pycontainerd.metadata import Database, LeaseManager
+from pycontainerd.metadata.content import ContentStore
+from pycontainerd.metadata.images import ImageStore
+from pycontainerd.namespaces import namespace
 from pycontainerd.remotes import Resolver
 from tests.support.fault_registry import Fault, FaultRegistry, fault_registry
 
@@ -393,3 +398,52 @@ def test_distribution_source_hosts_drop_the_port_as_containerd_does() -> None:
         "containerd.io/distribution.source.localhost",
         "a/b",
     )
+
+
+def test_the_daemons_metadata_stores_take_a_pull_under_a_lease(tmp_path: Path) -> None:
+    """The daemon side (the Transfer service) runs the same core on its
+    namespaced metadata stores: blobs, labels and the record land in the
+    namespace, held by the pull's lease; a failed pull leaves nothing."""
+    image = TwoLayerImage()
+    db = Database(tmp_path / "meta" / "meta.db")
+    store = ContentStore(db, LocalStore(tmp_path / "content"))
+    records = ImageStore(db)
+    manager = LeaseManager(db)
+
+    @contextlib.asynccontextmanager
+    async def pull_lease() -> AsyncIterator[None]:
+        lease = await manager.create(leases.random_id())
+        with leases.lease(lease.id):
+            try:
+                yield
+            finally:
+                await manager.delete(lease.id)
+
+    async def main() -> None:
+        with namespace("transfer"):
+            bad = sha(image.layers[1])
+            async with (
+                fault_registry(image.registry(Fault.BAD_DIGEST, bad)) as reg,
+                Resolver(plain_http=True) as r,
+            ):
+                with pytest.raises(errdefs.FailedPrecondition):
+                    await pulling.pull(
+                        r, f"{reg.host}/app:v1", store, records, platform=AMD64, lease=pull_lease
+                    )
+                assert await store.list_statuses() == []
+                assert await records.list() == []
+                reg.fault = Fault.NONE
+                saved = await pulling.pull(
+                    r, f"{reg.host}/app:v1", store, records, platform=AMD64, lease=pull_lease
+                )
+            assert records.get(saved.name).target.digest == sha(image.index)
+            layer = await store.info(bad)
+            assert layer.labels["containerd.io/distribution.source.127.0.0.1"] == "app"
+            assert await manager.list() == []
+        with namespace("other"), pytest.raises(errdefs.NotFound):
+            await store.info(bad)
+
+    try:
+        run(main())
+    finally:
+        db.close()
