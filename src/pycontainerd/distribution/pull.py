@@ -41,7 +41,8 @@ Bounds: manifests, indexes and configs are read into memory up to
 :data:`~pycontainerd.images.manifest.MAX_MANIFEST_SIZE` each; layers
 stream in the fetcher's chunks; at most :data:`MAX_BLOBS` descriptors are
 visited per pull (a hostile index cannot make the walk unbounded); time is
-bounded by the registry client's timeouts.
+bounded by the registry client's timeouts, and a ref another writer holds
+is waited for at most 60 seconds.
 """
 
 from __future__ import annotations
@@ -331,7 +332,11 @@ class _Pull:
                 self.report(desc, "exists", desc.size)
             else:
                 self.report(desc, "downloading")
-                data = await self.fetcher.fetch_bytes(desc, limit=MAX_MANIFEST_SIZE)
+                try:
+                    data = await self.fetcher.fetch_bytes(desc, limit=MAX_MANIFEST_SIZE)
+                except BaseException as exc:
+                    self.report(desc, "failed", error=_message(exc))
+                    raise
         all_children, kept = self.children(desc, data)
         labels = {self.source_key: self.source_repo}
         if all_children:
