@@ -340,9 +340,12 @@ class _Connection(asyncio.BufferedProtocol):
             raise self._lost("while the request body was being sent")
 
     def close(self) -> None:
+        # abort, not close: a TLS close waits for the peer's close_notify (up
+        # to 30 s) with the socket open, and a request/response exchange that
+        # is over, or broken, has nothing left to flush.
         self.reusable = False
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 _PoolKey = tuple[str, str, int, int]
