@@ -21,6 +21,7 @@ from tests.support.registry import (
     RunningRegistry,
     busybox_image,
     push_image,
+    push_index,
     registry,
     token_server,
 )
@@ -262,3 +263,31 @@ def test_token_auth_streamed_upload_after_a_failed_mount(image: BuiltImage) -> N
                 assert fetched == layer.data
 
         run(main())
+
+
+def test_an_index_and_docker_media_types(open_registry: RunningRegistry) -> None:
+    images = {
+        "amd64": busybox_image(architecture="amd64"),
+        "arm64": busybox_image(architecture="arm64", media_types="docker"),
+    }
+    ref = f"{open_registry.host}/multi/busybox:v1"
+
+    async def main() -> None:
+        async with Resolver(plain_http=True) as resolver:
+            index = await push_index(resolver, ref, images)
+            name, desc = await resolver.resolve(ref)
+            assert (desc.media_type, desc.digest) == (index.media_type, index.digest)
+            fetcher = resolver.fetcher(name)
+            listed = json.loads(await fetcher.fetch_bytes(desc))["manifests"]
+            assert [m["platform"]["architecture"] for m in listed] == ["amd64", "arm64"]
+            for entry, image in zip(listed, images.values(), strict=True):
+                child = await fetcher.fetch_bytes(image.manifest)
+                assert (
+                    child == image.manifest.data and entry["mediaType"] == image.manifest.media_type
+                )
+                _, by_digest = await resolver.resolve(
+                    f"{open_registry.host}/multi/busybox@{entry['digest']}"
+                )
+                assert by_digest.media_type == image.manifest.media_type
+
+    run(main())

@@ -329,6 +329,10 @@ def token_server(
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
 @dataclass(frozen=True)
@@ -356,31 +360,60 @@ class BuiltImage:
         return (self.config, *self.layers)
 
 
-def busybox_image(extra: bytes = b"") -> BuiltImage:
-    """A one-layer OCI image of busybox-static (``extra`` varies the config)."""
+_MEDIA_TYPES = {
+    # (manifest, config, gzip layer)
+    "oci": (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP),
+    "docker": (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP),
+}
+
+
+def busybox_image(
+    extra: bytes = b"", *, architecture: str = "amd64", media_types: str = "oci"
+) -> BuiltImage:
+    """A one-layer image of busybox-static, in OCI's or Docker schema 2's media
+    types (``extra`` and ``architecture`` vary the config)."""
     from tests.support.tasks import busybox_layer
 
+    manifest_type, config_type, layer_type = _MEDIA_TYPES[media_types]
     tar = busybox_layer()
-    layer = Blob(OCI_LAYER_GZIP, gzip.compress(tar, mtime=0))
+    layer = Blob(layer_type, gzip.compress(tar, mtime=0))
     diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
     config = {
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"], "Labels": {"extra": extra.decode()}},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }
-    config_blob = Blob(OCI_CONFIG, json.dumps(config).encode())
+    config_blob = Blob(config_type, json.dumps(config).encode())
     manifest = {
         "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
+        "mediaType": manifest_type,
         "config": {
-            "mediaType": OCI_CONFIG,
+            "mediaType": config_type,
             "digest": config_blob.digest,
             "size": config_blob.size,
         },
         "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
     }
-    return BuiltImage(Blob(OCI_MANIFEST, json.dumps(manifest).encode()), config_blob, (layer,))
+    return BuiltImage(Blob(manifest_type, json.dumps(manifest).encode()), config_blob, (layer,))
+
+
+def image_index(images: Mapping[str, BuiltImage]) -> Blob:
+    """An OCI index of ``images`` by architecture (``{"amd64": ..., "arm64": ...}``)."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": image.manifest.media_type,
+                "digest": image.manifest.digest,
+                "size": image.manifest.size,
+                "platform": {"architecture": architecture, "os": "linux"},
+            }
+            for architecture, image in images.items()
+        ],
+    }
+    return Blob(OCI_INDEX, json.dumps(index).encode())
 
 
 async def push_image(
@@ -389,18 +422,28 @@ async def push_image(
     image: BuiltImage,
     *,
     source_repository: str | None = None,
+    tag: bool = True,
 ) -> dict[str, str]:
-    """Push ``image`` as ``ref`` with our pusher; what happened to each blob by digest."""
+    """Push ``image`` as ``ref`` with our pusher (the manifest under the tag,
+    or by digest only); what happened to each blob by digest."""
     pusher = resolver.pusher(ref)
     results = {}
     for blob in image.blobs:
         results[blob.digest] = await pusher.push(
             blob, blob.data, source_repository=source_repository
         )
-    results[image.manifest.digest] = await pusher.push(
-        image.manifest, image.manifest.data, tag=True
-    )
+    manifest = image.manifest
+    results[manifest.digest] = await pusher.push(manifest, manifest.data, tag=tag)
     return results
+
+
+async def push_index(resolver: Resolver, ref: str, images: Mapping[str, BuiltImage]) -> Blob:
+    """Push each image (manifests by digest) and their index as ``ref``; the index."""
+    for image in images.values():
+        await push_image(resolver, ref, image, tag=False)
+    index = image_index(images)
+    await resolver.pusher(ref).push(index, index.data, tag=True)
+    return index
 
 
 __all__ = [
@@ -409,7 +452,9 @@ __all__ = [
     "RunningRegistry",
     "TokenServer",
     "busybox_image",
+    "image_index",
     "push_image",
+    "push_index",
     "registry",
     "token_server",
 ]
