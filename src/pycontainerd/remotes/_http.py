@@ -659,8 +659,8 @@ class HttpClient:
                 continue
             try:
                 return await self._exchange(key, conn, method, url, headers, body, fresh=False)
-            except _StaleConnection:
-                if body is not None and not isinstance(body, bytes):
+            except _StaleConnection as stale:
+                if stale.body_sent and body is not None and not isinstance(body, bytes):
                     raise ConnectionLost(f"{method} {url}: connection closed") from None
         conn = await self._connect(url, context)
         return await self._exchange(key, conn, method, url, headers, body, fresh=True)
@@ -677,7 +677,8 @@ class HttpClient:
         fresh: bool,
     ) -> Response:
         if not fresh and (conn.transport is None or conn.transport.is_closing() or conn._eof):
-            raise _StaleConnection()
+            conn.close()
+            raise _StaleConnection(body_sent=False)
         try:
             lines = [f"{method} {url.target} HTTP/1.1", f"Host: {url.netloc}"]
             names = {k.lower() for k in headers}
@@ -694,6 +695,8 @@ class HttpClient:
             elif body is None and method in ("POST", "PUT", "PATCH"):
                 lines.append("Content-Length: 0")
             for name, value in headers.items():
+                if isinstance(body, bytes) and name.lower() == "content-length":
+                    continue  # ours, from the body itself
                 if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                     raise errdefs.InvalidArgument(f"header {errdefs.q(name)} has a line break")
                 lines.append(f"{name}: {value}")
@@ -738,7 +741,7 @@ class HttpClient:
             try:
                 status_line = await conn.read_line(MAX_HEADER_BYTES, "status line")
             except ConnectionLost:
-                raise _StaleConnection() from None
+                raise _StaleConnection(body_sent=True) from None
             parts = status_line.decode("latin-1").split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
                 raise errdefs.Unknown(f"{method} {url}: malformed status line {status_line[:80]!r}")
@@ -774,3 +777,7 @@ class HttpClient:
 
 class _StaleConnection(Exception):
     """A pooled connection closed before any response byte came back."""
+
+    def __init__(self, *, body_sent: bool) -> None:
+        super().__init__()
+        self.body_sent = body_sent
