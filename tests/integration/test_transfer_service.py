@@ -161,6 +161,8 @@ def test_a_server_side_pull_unpacks_records_reports_and_runs(
     assert run.stdout == "pulled by the daemon\n", run.stderr
     # Nothing of the pull's own lease is left.
     assert ctr(d, ns, "leases", "ls", "-q").stdout.split() == []
+    # The bottom layer was applied as it downloaded, not read back from the store.
+    assert 'msg="layer applied while downloading"' in d.logs()
 
 
 def test_a_missing_tag_is_not_found_and_records_nothing(

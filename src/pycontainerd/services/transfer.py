@@ -41,6 +41,7 @@ from pycontainerd.content import Info
 from pycontainerd.diff.ordered import SERVICE_ID as DIFF_SERVICE
 from pycontainerd.distribution import pull as pulling
 from pycontainerd.distribution import push as pushing
+from pycontainerd.images import Descriptor
 from pycontainerd.images.identity import chain_ids
 from pycontainerd.images.unpack import (
     DEFAULT_SNAPSHOTTER,
@@ -52,6 +53,7 @@ from pycontainerd.images.unpack import (
 from pycontainerd.metadata import Metadata
 from pycontainerd.mount import Mount
 from pycontainerd.remotes import Resolver, static_credentials
+from pycontainerd.services._stream_unpack import Placement, StreamSink
 from pycontainerd.services.images import ImagesService
 from pycontainerd.services.leases import LeasesService
 from pycontainerd.services.snapshots import SnapshotsService
@@ -154,7 +156,9 @@ class _Snapshots:
 
 class Unpacker:
     """Applies each kept manifest's layers into the snapshotters asked for,
-    in order, each as soon as it and its parent are in (a pull's ``unpacker``)."""
+    in order, each as soon as it and its parent are in (a pull's ``unpacker``),
+    and streams a layer into the first snapshotter while it downloads when
+    its parent is already there (a pull's ``layer_sink``)."""
 
     def __init__(
         self,
@@ -164,15 +168,28 @@ class Unpacker:
         self._service = service
         self._targets = targets
         self.unpacked: list[tuple[str, str]] = []
+        #: Layer digest -> (job, index, snapshotter) once a job names it.
+        self._positions: dict[str, asyncio.Future[tuple[pulling.UnpackJob, int, str] | None]] = {}
+        self._sinks: dict[str, StreamSink] = {}
+
+    def _position(self, digest: str) -> asyncio.Future[tuple[pulling.UnpackJob, int, str] | None]:
+        future = self._positions.get(digest)
+        if future is None:
+            future = self._positions[digest] = asyncio.get_running_loop().create_future()
+        return future
 
     async def unpack(self, job: pulling.UnpackJob) -> None:
         config = job.image_config.platform
         platform = job.manifest.platform or pf.normalize(
             pf.Platform(config.os, config.architecture)
         )
-        for matcher, snapshotter in self._targets:
-            if matcher.match(platform):
-                await self._unpack_into(job, snapshotter)
+        snapshotters = [name for matcher, name in self._targets if matcher.match(platform)]
+        for index, layer in enumerate(job.layers):
+            position = self._position(layer.blob.digest)
+            if not position.done():
+                position.set_result((job, index, snapshotters[0]) if snapshotters else None)
+        for snapshotter in snapshotters:
+            await self._unpack_into(job, snapshotter)
 
     async def _unpack_into(self, job: pulling.UnpackJob, snapshotter: str) -> None:
         sn = _Snapshots(self._service.snapshots, snapshotter)
@@ -180,13 +197,68 @@ class Unpacker:
         store = self._service.content
         for i, layer in enumerate(job.layers):
             await job.fetched(i)
-            parent = chain[i - 1] if i else ""
-            if await self._service.apply_layer(sn, layer, chain[i], parent):
+            sink = self._sinks.get(layer.blob.digest)
+            if sink is not None and sink.streaming and sink.snapshotter == snapshotter:
+                applied = await sink.result
+            else:
+                parent = chain[i - 1] if i else ""
+                applied = await self._service.apply_layer(sn, layer, chain[i], parent)
+            if applied:
                 # Only now has the apply verified the uncompressed digest.
                 await _set_labels(store, layer.blob.digest, {LABEL_UNCOMPRESSED: layer.diff_id})
         if chain:
             await _set_labels(store, job.config.digest, {gc_snapshot_label(snapshotter): chain[-1]})
         self.unpacked.append((job.manifest.digest, snapshotter))
+
+    # --- streaming ------------------------------------------------------------------------
+
+    async def layer_sink(self, desc: Descriptor) -> StreamSink:
+        sink = StreamSink(desc, lambda: self._place(desc))
+        self._sinks.setdefault(desc.digest, sink)
+        return sink
+
+    async def _place(self, desc: Descriptor) -> Placement | None:
+        where = await asyncio.shield(self._position(desc.digest))
+        if where is None or self._sinks.get(desc.digest) is None:
+            return None
+        job, index, snapshotter = where
+        sn = _Snapshots(self._service.snapshots, snapshotter)
+        chain = chain_ids(job.image_config.diff_ids)
+        parent = chain[index - 1] if index else ""
+        if await sn.exists(chain[index]) or (parent and not await sn.exists(parent)):
+            return None
+        self._sinks[desc.digest].snapshotter = snapshotter
+        labels = {LABEL_UNPACKED_REF: chain[index]}
+
+        async def prepare() -> tuple[str, list[Mount]]:
+            return await _prepare(sn, chain[index], parent, labels)
+
+        async def commit(key: str) -> bool:
+            try:
+                await sn.commit(chain[index], key, labels)
+            except errdefs.AlreadyExists:
+                await sn.remove_quietly(key)
+                return False
+            return True
+
+        return Placement(
+            chain[index], job.layers[index].diff_id, prepare, commit, sn.remove_quietly
+        )
+
+
+async def _prepare(
+    sn: _Snapshots, chain: str, parent: str, labels: Mapping[str, str]
+) -> tuple[str, list[Mount]]:
+    """A fresh extraction snapshot for ``chain`` on ``parent``: its key and mounts."""
+    key = unpack_key(chain)
+    for attempt in range(_KEY_ATTEMPTS):
+        try:
+            return key, await sn.prepare(key, parent, labels)
+        except errdefs.AlreadyExists:
+            if attempt == _KEY_ATTEMPTS - 1:
+                raise
+            key = unpack_key(chain)
+    raise AssertionError("unreachable")
 
 
 async def _set_labels(store: Any, digest: str, labels: Mapping[str, str]) -> None:
@@ -310,6 +382,7 @@ class TransferService:
                 max_concurrent_downloads=self.config.max_concurrent_downloads,
                 progress=progress.blob,
                 unpacker=unpacker,
+                layer_sink=unpacker.layer_sink if unpacker is not None else None,
                 labels=dict(store.labels),
             )
             if store.name:
@@ -340,15 +413,7 @@ class TransferService:
         if await sn.exists(chain):
             return False
         labels = {LABEL_UNPACKED_REF: chain}
-        key = unpack_key(chain)
-        for attempt in range(_KEY_ATTEMPTS):
-            try:
-                mounts = await sn.prepare(key, parent, labels)
-                break
-            except errdefs.AlreadyExists:
-                if attempt == _KEY_ATTEMPTS - 1:
-                    raise
-                key = unpack_key(chain)
+        key, mounts = await _prepare(sn, chain, parent, labels)
         try:
             try:
                 diff = await self.differ.apply(layer.blob, mounts)
