@@ -12,10 +12,13 @@ checkpoint.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import shutil
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,7 +243,13 @@ def test_restoring_a_task_from_a_checkpoint_names_criu(ctr: Cli) -> None:
             ctr("containers", "checkpoint", "src-live", "ckpt/live:1")
             _with_config(client, "ckpt/live:1", "src-live", "ckpt/live:config")
             index = _index(client, "ckpt/live:config")
-            fake = b"not a CRIU image"
+            fake = _tar(
+                {
+                    "inventory.img": b"not a CRIU image",
+                    # runc reads the stdio of the dumped process first.
+                    "descriptors.json": b'["/dev/null", "/dev/null", "/dev/null"]',
+                }
+            )
             digest = client.content.write_blob("test-criu", fake, size=len(fake))
             index["manifests"].append(
                 {"mediaType": "application/vnd.containerd.container.criu.checkpoint.criu.tar",
@@ -260,13 +269,34 @@ def test_restoring_a_task_from_a_checkpoint_names_criu(ctr: Cli) -> None:
             )
         for tool in ("ctr", "pyctr"):
             cli = Cli(tool, ctr.address, ctr.namespace)
-            message = cli.error("containers", "restore", "--live", f"live-{tool}", "ckpt/live:criu")
-            assert "restoring a task's memory with CRIU is not implemented" in message
+            result = cli(
+                "containers", "restore", "--live", f"live-{tool}", "ckpt/live:criu", ok=False
+            )
+            assert result.returncode == 1
+            message = result.stderr
+            if ctr.shim == "pyrunc":  # type: ignore[attr-defined]
+                assert "restoring from a checkpoint (runc restore with CRIU) is not" in message
+            else:
+                # Go's shim restores when the task starts: runc restore, then CRIU fails.
+                assert "criu failed: type RESTORE" in message
+            ctr("tasks", "rm", f"live-{tool}", ok=False)
             ctr("containers", "rm", f"live-{tool}", ok=False)
+            # The unpacked checkpoint went with the task.
+            assert not list(Path(tempfile.gettempdir()).glob("ctrd-checkpoint-*"))
     finally:
         _remove(ctr, "src-live")
         for ref in ("ckpt/live:1", "ckpt/live:config", "ckpt/live:criu"):
             ctr("images", "rm", ref, ok=False)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def _running(ctr: Cli, container_id: str) -> bool:

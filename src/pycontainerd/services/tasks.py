@@ -25,18 +25,21 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from google.protobuf import any_pb2
 
 from pycontainerd import errdefs, filters, namespaces, plugin
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
+from pycontainerd.archive.apply import apply_layer
 from pycontainerd.archive.diff import write_diff
 from pycontainerd.containers import Container
-from pycontainerd.content import write_blob
+from pycontainerd.content import FileReaderAt, write_blob
 from pycontainerd.images import Descriptor
 from pycontainerd.metadata import Metadata
 from pycontainerd.mount import Mount
@@ -67,6 +70,9 @@ class TasksService:
     def __init__(self, metadata: Metadata, runtime: runtime_manager.TaskManager) -> None:
         self._metadata = metadata
         self._runtime = runtime
+        #: (namespace, container id) -> the checkpoint unpacked for its task's
+        #: restore, until the task starts or is deleted.
+        self._checkpoints: dict[tuple[str, str], str] = {}
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -102,40 +108,92 @@ class TasksService:
     ) -> int:
         """Create the container's task; its pid."""
         container = self._container(container_id)
-        if checkpoint is not None:
-            # Restoring needs CRIU (runc restore), which cannot run where this
-            # was written (Debian's CRIU 3.17 fails its own check on 6.x kernels).
-            raise errdefs.NotImplemented(
-                f"creating task {container.id} from checkpoint {checkpoint.digest}: "
-                "restoring a task's memory with CRIU is not implemented; restore "
-                "without --live starts it afresh"
-            )
-        opts = CreateOpts(
-            spec=container.spec,
-            rootfs=tuple(rootfs),
-            io=io if io is not None else IO(),
-            runtime=runtime_path or container.runtime.name,
-            runtime_options=container.runtime.options,
-            task_options=options,
-        )
         try:
             self._runtime.get(container.id)
         except errdefs.NotFound:
             pass
         else:
             raise errdefs.AlreadyExists(f"task {container.id}")
-        task = await self._runtime.create(container.id, opts)
+        checkpoint_dir = ""
+        if checkpoint is not None:
+            checkpoint_dir = await self._unpack_checkpoint(checkpoint)
+        opts = CreateOpts(
+            spec=container.spec,
+            rootfs=tuple(rootfs),
+            io=io if io is not None else IO(),
+            checkpoint=checkpoint_dir,
+            runtime=runtime_path or container.runtime.name,
+            runtime_options=container.runtime.options,
+            task_options=options,
+        )
+        try:
+            task = await self._runtime.create(container.id, opts)
+        except BaseException:
+            if checkpoint_dir:
+                await asyncio.to_thread(shutil.rmtree, checkpoint_dir, True)
+            raise
+        if checkpoint_dir:
+            self._checkpoints[(namespaces.required(), container.id)] = checkpoint_dir
         return task.pid
+
+    async def _unpack_checkpoint(self, checkpoint: Descriptor) -> str:
+        """The task checkpoint ``checkpoint`` (CRIU's image as a tar) unpacked
+        into a new directory, for the shim to restore from when the task
+        starts (containerd unpacks it as it does, for runc's ``restore``)."""
+        if checkpoint.media_type != MEDIA_TYPE_CHECKPOINT:
+            raise errdefs.InvalidArgument(f"unsupported checkpoint type {checkpoint.media_type!r}")
+        store = self._metadata.content
+        if store is None:
+            raise errdefs.FailedPrecondition("no content store to read a checkpoint from")
+        reader = await store.reader_at(checkpoint.digest)
+        directory = await asyncio.to_thread(tempfile.mkdtemp, prefix="ctrd-checkpoint-")
+        try:
+            if reader.size != checkpoint.size:
+                raise errdefs.InvalidArgument(
+                    f"checkpoint {checkpoint.digest}: descriptor size {checkpoint.size} "
+                    f"does not match the blob's {reader.size} bytes"
+                )
+            if isinstance(reader, FileReaderAt):
+                await asyncio.to_thread(_apply_file, reader, directory)
+            else:
+                with tempfile.TemporaryFile() as copy:
+                    offset = 0
+                    while offset < reader.size:
+                        chunk = await reader.read_at(offset, min(1 << 20, reader.size - offset))
+                        if not chunk:
+                            raise errdefs.Unknown(f"checkpoint {checkpoint.digest}: truncated")
+                        await asyncio.to_thread(copy.write, chunk)
+                        offset += len(chunk)
+                    await asyncio.to_thread(_apply_stream, copy, directory)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+            raise
+        finally:
+            await reader.close()
+        return directory
+
+    async def _drop_checkpoint(self, container_id: str) -> None:
+        directory = self._checkpoints.pop((namespaces.required(), container_id), "")
+        if directory:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def start(self, container_id: str, exec_id: str = "") -> int:
         task = await self._process(container_id, exec_id)
-        await task.start(exec_id)
+        try:
+            await task.start(exec_id)
+        finally:
+            if not exec_id:
+                # A restore reads its checkpoint when the task starts, once.
+                await self._drop_checkpoint(container_id)
         state = await task.state(exec_id)
         return state.pid
 
     async def delete(self, container_id: str) -> Exit:
         self._task(container_id)
-        return await self._runtime.delete(container_id)
+        try:
+            return await self._runtime.delete(container_id)
+        finally:
+            await self._drop_checkpoint(container_id)
 
     async def delete_process(self, container_id: str, exec_id: str) -> Exit:
         task = await self._process(container_id, exec_id)
@@ -274,6 +332,16 @@ class _MetricFields:
         if path and path[0] == "namespace":
             return self._namespace, True
         return "", False
+
+
+def _apply_file(reader: FileReaderAt, directory: str) -> None:
+    with reader.open_file() as raw:
+        apply_layer(directory, raw)
+
+
+def _apply_stream(copy: BinaryIO, directory: str) -> None:
+    copy.seek(0)
+    apply_layer(directory, copy)
 
 
 def _tar_dir(directory: str, tar_path: str) -> None:

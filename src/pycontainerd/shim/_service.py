@@ -252,8 +252,12 @@ class TaskService:
                 ttrpc.Code.ALREADY_EXISTS, f"container {container_id}: already exists"
             )
         if request.checkpoint:
+            # runc restore needs CRIU, which could not run where this shim was
+            # written: the restore path was never proved, so it is not offered.
             raise ttrpc.StatusError(
-                ttrpc.Code.UNIMPLEMENTED, "restore from a checkpoint is not supported by this shim"
+                ttrpc.Code.UNIMPLEMENTED,
+                f"task {container_id}: restoring from a checkpoint (runc restore with CRIU) "
+                "is not implemented by this shim",
             )
         bundle = os.path.abspath(request.bundle)
         options = oci_pb2.Options()
