@@ -277,8 +277,13 @@ def test_restoring_a_task_from_a_checkpoint_names_criu(ctr: Cli) -> None:
             if ctr.shim == "pyrunc":  # type: ignore[attr-defined]
                 assert "restoring from a checkpoint (runc restore with CRIU) is not" in message
             else:
-                # Go's shim restores when the task starts: runc restore, then CRIU fails.
-                assert "criu failed: type RESTORE" in message
+                # Go's shim restores when the task starts: runc restore, then CRIU
+                # fails (or is not there to be run).
+                assert "OCI runtime restore failed" in message
+                if criu_state() == "missing":
+                    assert 'CRIU version check failed: exec: "criu"' in message
+                else:
+                    assert "criu failed: type RESTORE" in message
             ctr("tasks", "rm", f"live-{tool}", ok=False)
             ctr("containers", "rm", f"live-{tool}", ok=False)
             # The unpacked checkpoint went with the task.
