@@ -226,3 +226,48 @@ def test_an_unsupported_pair_is_not_implemented(
     with pytest.raises(grpc.RpcError) as refused:
         transfer(channel, ns, image_store("a"), image_store("b"))
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _pyctr(d: daemons.RunningDaemon, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(daemons.VENV_BIN / "pyctr"), "-a", d.address, "-n", ns, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_pyctr_pulls_through_the_transfer_service_unless_local(
+    reg: RunningRegistry, daemon: tuple[daemons.RunningDaemon, grpc.Channel, str]
+) -> None:
+    d, _channel, ns = daemon
+    ref = f"{reg.host}/library/busybox:latest"
+    pulled = _pyctr(d, ns, "images", "pull", "--plain-http", ref)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{ref}: saved" in pulled.stdout  # the daemon's own report
+    assert "layer-sha256:" in pulled.stdout and "done" in pulled.stdout
+    assert d.logs().count('msg="layer applied while downloading"') == 1
+    assert _pyctr(d, ns, "images", "rm", ref).returncode == 0
+    local = _pyctr(d, ns, "images", "pull", "--plain-http", "--local", ref)
+    assert local.returncode == 0, local.stderr
+    assert f"{ref}: saved" not in local.stdout
+    assert d.logs().count('msg="layer applied while downloading"') == 1
+    run = ctr(d, ns, "run", "--rm", ref, "t2", "echo", "ok")
+    assert run.stdout == "ok\n", run.stderr
+
+
+def test_pyctr_user_reaches_a_private_registry_through_the_auth_stream(
+    daemon: tuple[daemons.RunningDaemon, grpc.Channel, str],
+) -> None:
+    d, _channel, ns = daemon
+    with registry(users={"alice": "s3cret"}) as private:
+        ref = f"{private.host}/team/busybox:1"
+        push_busybox(private, ref)
+        refused = _pyctr(d, ns, "images", "pull", "--plain-http", ref)
+        assert refused.returncode != 0
+        assert "requires a username and password" in refused.stderr
+        wrong = _pyctr(d, ns, "images", "pull", "--plain-http", "--user", "alice:nope", ref)
+        assert wrong.returncode != 0
+        pulled = _pyctr(d, ns, "images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"{ref}: saved" in pulled.stdout

@@ -346,10 +346,21 @@ def _platform_arg(specs: tuple[str, ...]) -> str | None:
     return specs[0] if specs else None
 
 
+def _by_transfer(client: Any, local: bool, registry: dict[str, object]) -> bool:
+    """Pull or push through the daemon's Transfer service: when it offers one,
+    unless ``--local`` (or ``--skip-verify``, which the service cannot carry)."""
+    if local or registry.get("skip_verify"):
+        return False
+    from pycontainerd.client import _transfer_service as transfer_service
+
+    return transfer_service.available(client)
+
+
 def _pull(
     g: Globals,
     ref: str,
     *,
+    local: bool,
     unpack: bool,
     snapshotter: str,
     platform_specs: tuple[str, ...],
@@ -367,7 +378,25 @@ def _pull(
     start = time.monotonic()
     display = ProgressDisplay(title=ref)
     try:
-        if unpack:
+        if _by_transfer(client, local, registry):
+            from pycontainerd.client import _transfer_service as transfer_service
+
+            transfer_service.pull(
+                client,
+                ref,
+                unpack=unpack,
+                snapshotter=snapshotter,
+                platform=platform,
+                all_platforms=all_platforms,
+                labels=label_args(labels),
+                plain_http=bool(registry["plain_http"]),
+                hosts_dir=registry["hosts_dir"],  # type: ignore[arg-type]
+                user=registry["user"],  # type: ignore[arg-type]
+                headers=registry["headers"],  # type: ignore[arg-type]
+                progress=display,
+            )
+            target = client.images.get(ref).target
+        elif unpack:
             image = client.pull(
                 ref,
                 snapshotter=snapshotter,
@@ -412,6 +441,11 @@ _pull_options = [
         default=3,
         show_default=True,
         help="Set the max concurrent downloads for each pull.",
+    ),
+    click.option(
+        "--local",
+        is_flag=True,
+        help="Fetch content from the local client rather than using the transfer service.",
     ),
 ]
 
@@ -460,6 +494,12 @@ def fetch(g: Globals, /, ref: str, **kwargs: Any) -> None:
     show_default=True,
     help="Set the max concurrent uploaded layers for each push.",
 )
+@click.option(
+    "--local",
+    "client_side",
+    is_flag=True,
+    help="Push content from the local client rather than using the transfer service.",
+)
 @click.argument("remote")
 @click.argument("local", required=False)
 @pass_globals
@@ -470,6 +510,7 @@ def push(
     local: str | None,
     platform_spec: str,
     max_concurrent_uploaded_layers: int,
+    client_side: bool,
     **kwargs: Any,
 ) -> None:
     """Push an image to a remote registry (REMOTE, from the image LOCAL, default REMOTE)."""
@@ -483,14 +524,29 @@ def push(
     start = time.monotonic()
     display = ProgressDisplay()
     try:
-        client.push(
-            remote,
-            image,
-            platform=platform_spec or None,
-            progress=display,
-            max_concurrent_uploads=max_concurrent_uploaded_layers,
-            **registry,
-        )
+        if _by_transfer(client, client_side, registry):
+            from pycontainerd.client import _transfer_service as transfer_service
+
+            transfer_service.push(
+                client,
+                remote,
+                image.name,
+                platform=platform_spec or None,
+                plain_http=bool(registry["plain_http"]),
+                hosts_dir=registry["hosts_dir"],
+                user=registry["user"],
+                headers=registry["headers"],
+                progress=display,
+            )
+        else:
+            client.push(
+                remote,
+                image,
+                platform=platform_spec or None,
+                progress=display,
+                max_concurrent_uploads=max_concurrent_uploaded_layers,
+                **registry,
+            )
     finally:
         display.close()
     click.echo(f"done: {time.monotonic() - start:.6g}s")
