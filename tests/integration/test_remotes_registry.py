@@ -16,6 +16,7 @@ import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.remotes import Resolver, static_credentials
+from tests.support.proxy import connect_proxy
 from tests.support.registry import (
     BuiltImage,
     RunningRegistry,
@@ -291,3 +292,21 @@ def test_an_index_and_docker_media_types(open_registry: RunningRegistry) -> None
                 assert by_digest.media_type == image.manifest.media_type
 
     run(main())
+
+
+def test_tls_registry_through_a_connect_proxy(image: BuiltImage) -> None:
+    with registry(tls=True) as reg:
+        ref = f"{reg.host}/library/busybox:latest"
+
+        async def main() -> None:
+            async with connect_proxy(credentials=("px", "secret")) as proxy:
+                via = f"http://px:secret@127.0.0.1:{proxy.port}"
+                async with Resolver(skip_verify=True, proxy=via) as resolver:
+                    await push_image(resolver, ref, image)
+                    await _pull_all(resolver, ref, image)
+                assert proxy.tunnels and set(proxy.tunnels) == {reg.host}
+                async with Resolver(skip_verify=True, proxy=proxy.url) as resolver:
+                    with pytest.raises(errdefs.PermissionDenied, match="407"):
+                        await resolver.resolve(ref)
+
+        run(main())

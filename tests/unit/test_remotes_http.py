@@ -283,3 +283,62 @@ def test_a_slow_trickle_is_not_a_timeout() -> None:
             server.close()
 
     run(main())
+
+
+def test_plain_http_through_a_proxy_uses_the_absolute_form() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=b"proxied")) as proxy:
+            client = _http.HttpClient(proxy=f"http://me:p%40ss@{proxy.host}")
+            async with client:
+                url = "http://registry.invalid:5000/v2/"
+                async with await client.request("GET", url) as response:
+                    assert await response.read(100) == b"proxied"
+            request = proxy.requests[0]
+            assert request.target == "http://registry.invalid:5000/v2/"
+            assert request.headers["host"] == "registry.invalid:5000"
+            assert request.headers["proxy-authorization"] == "Basic bWU6cEBzcw=="  # me:p@ss
+
+    run(main())
+
+
+def test_a_proxy_refusing_connect_is_a_clear_error() -> None:
+    async def main() -> None:
+        replies = {"407": Reply(407), "502": Reply(502)}
+        for code, reply in replies.items():
+            async with serve(lambda r, reply=reply: reply) as proxy:
+                async with _http.HttpClient(proxy=proxy.url) as client:
+                    error = errdefs.PermissionDenied if code == "407" else errdefs.Unavailable
+                    with pytest.raises(error, match=f"CONNECT r.invalid:443 .* {code}"):
+                        await client.request("GET", "https://r.invalid/v2/")
+                assert proxy.requests[0].method == "CONNECT"
+
+    run(main())
+
+
+def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = _http.URL.parse
+    assert _http.proxy_from_environment(url("https://r.example/")) is None
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    monkeypatch.setenv("http_proxy", "http://plain.corp:8080")
+    monkeypatch.setenv("NO_PROXY", "internal.example, .corp.example,10.0.0.0/8,r2.example:5000")
+    proxy = _http.proxy_from_environment(url("https://r.example/"))
+    assert proxy is not None and proxy.url.netloc == "proxy.corp:3128"
+    plain = _http.proxy_from_environment(url("http://r.example/"))
+    assert plain is not None and plain.url.netloc == "plain.corp:8080"
+    for bypassed in (
+        "https://internal.example/",
+        "https://a.internal.example/",
+        "https://x.corp.example/",
+        "https://10.1.2.3/",
+        "https://r2.example:5000/",
+        "https://127.0.0.1:5000/",
+        "https://localhost/",
+    ):
+        assert _http.proxy_from_environment(url(bypassed)) is None, bypassed
+    assert _http.proxy_from_environment(url("https://r2.example:5001/")) is not None
+    monkeypatch.setenv("NO_PROXY", "*")
+    assert _http.proxy_from_environment(url("https://r.example/")) is None
+    with pytest.raises(errdefs.InvalidArgument, match="only http://"):
+        _http.Proxy.parse("socks5://p:1080")

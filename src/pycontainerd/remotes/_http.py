@@ -20,6 +20,10 @@ each.  Everything else is bounded and written down here:
 * idle keep-alive connections: at most :data:`MAX_IDLE_PER_HOST` per
   (scheme, host, port, TLS settings).
 
+Proxies are Go's: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the
+environment by default (loopback never proxied), plain ``http://`` targets
+in absolute form, ``https://`` ones through a ``CONNECT`` tunnel.
+
 Errors are errdefs' classes: a dropped or refused connection is
 :class:`ConnectionLost` (an ``Unavailable``), which the fetcher catches to
 resume with a ``Range`` request.
@@ -28,11 +32,14 @@ resume with a ``Range`` request.
 from __future__ import annotations
 
 import asyncio
+import base64
+import ipaddress
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from pycontainerd import errdefs
 from pycontainerd.version import VERSION
@@ -48,7 +55,9 @@ __all__ = [
     "ConnectionLost",
     "Headers",
     "HttpClient",
+    "Proxy",
     "Response",
+    "proxy_from_environment",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,6 +178,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.reusable = True
+        # Through an HTTP proxy (plain http targets): the request line carries
+        # the whole URL, and the proxy's credentials go on every request.
+        self.absolute_form = False
+        self.proxy_authorization: str | None = None
 
     # -- protocol callbacks -------------------------------------------------
 
@@ -292,6 +305,11 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.resume_reading()
         return data
 
+    async def fill_some(self) -> None:
+        """Wait for a first byte; ``ConnectionLost`` when the connection ends first."""
+        if not await self._fill(1):
+            raise self._lost("before the response")
+
     async def read_some(self, limit: int, at_least: int = 1) -> bytes:
         """Up to ``limit`` bytes, waiting for ``min(at_least, limit)`` of them (or the end)."""
         want = min(limit, at_least, BUFFER_SIZE - _MIN_READ)
@@ -348,7 +366,81 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-_PoolKey = tuple[str, str, int, int]
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy: plain ``http://`` URLs go through it in absolute form,
+    ``https://`` ones through a ``CONNECT`` tunnel."""
+
+    url: URL
+    authorization: str | None = None  # Proxy-Authorization, from user:pass in the URL
+
+    @classmethod
+    def parse(cls, value: str) -> Proxy:
+        if "://" not in value:
+            value = "http://" + value
+        parts = urlsplit(value)
+        if parts.scheme != "http":
+            raise errdefs.InvalidArgument(
+                f"proxy {errdefs.q(value)}: only http:// proxies are supported"
+            )
+        url = URL.parse(f"http://{parts.hostname}:{parts.port or 80}/")
+        auth = None
+        if parts.username is not None:
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            auth = "Basic " + base64.b64encode(token).decode("ascii")
+        return cls(url, auth)
+
+
+def _bypassed(url: URL, no_proxy: str) -> bool:
+    """Whether NO_PROXY (Go's rules, simplified: ``*``, hosts, ``.domain``
+    suffixes, IPs and CIDRs, each with an optional port) exempts ``url``."""
+    host = url.host.lower()
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if host == "localhost" or (address is not None and address.is_loopback):
+        return True  # never proxied, as in Go
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        port = ""
+        if entry.count(":") == 1 and not entry.endswith("]"):
+            entry, port = entry.split(":")
+        if port and port != str(url.port):
+            continue
+        entry = entry.strip("[]")
+        if "/" in entry:
+            try:
+                if address is not None and address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        domain = entry.lstrip(".")
+        if host == domain or host.endswith("." + domain):
+            return True
+    return False
+
+
+def proxy_from_environment(url: URL) -> Proxy | None:
+    """The proxy for ``url`` from ``HTTPS_PROXY`` / ``HTTP_PROXY`` and
+    ``NO_PROXY`` (or their lower-case forms), as Go's ProxyFromEnvironment
+    reads them; loopback hosts are never proxied."""
+
+    def env(name: str) -> str:
+        return os.environ.get(name) or os.environ.get(name.lower()) or ""
+
+    value = env("HTTPS_PROXY" if url.scheme == "https" else "HTTP_PROXY")
+    if not value or _bypassed(url, env("NO_PROXY")):
+        return None
+    return Proxy.parse(value)
+
+
+_PoolKey = tuple[str, str, int, int, str]
 
 
 class Response:
@@ -521,11 +613,13 @@ RequestBody = bytes | AsyncIterable[bytes]
 
 
 class HttpClient:
-    """Keep-alive HTTP/1.1 connections per origin and TLS settings.
+    """Keep-alive HTTP/1.1 connections per origin, TLS settings and proxy.
 
     One client serves many requests at once (each takes its own connection);
     ``ssl_context`` picks the TLS settings per request, so hosts with their
-    own CAs or ``skip_verify`` share the pool safely.
+    own CAs or ``skip_verify`` share the pool safely.  ``proxy`` is a proxy
+    URL, None for none, or a function of the target URL; by default the
+    environment's ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as containerd.
     """
 
     def __init__(
@@ -534,7 +628,15 @@ class HttpClient:
         connect_timeout: float = 30.0,
         read_timeout: float = 60.0,
         user_agent: str = f"pycontainerd/{VERSION}",
+        proxy: Callable[[URL], Proxy | None] | str | None = proxy_from_environment,
     ) -> None:
+        if isinstance(proxy, str):
+            fixed = Proxy.parse(proxy)
+            self._proxy: Callable[[URL], Proxy | None] = lambda url: fixed
+        elif proxy is None:
+            self._proxy = lambda url: None
+        else:
+            self._proxy = proxy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.user_agent = user_agent
@@ -573,26 +675,62 @@ class HttpClient:
             self._default_ssl = ssl.create_default_context()
         return self._default_ssl
 
-    async def _connect(self, url: URL, context: ssl.SSLContext | None) -> _Connection:
+    async def _connect(
+        self, url: URL, context: ssl.SSLContext | None, proxy: Proxy | None
+    ) -> _Connection:
         loop = asyncio.get_running_loop()
+        peer = url if proxy is None else proxy.url
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop, self.read_timeout),
-                    url.host,
-                    url.port,
-                    ssl=context,
-                    server_hostname=url.host if context is not None else None,
+                    peer.host,
+                    peer.port,
+                    ssl=context if proxy is None else None,
+                    server_hostname=url.host if context is not None and proxy is None else None,
                 )
+                if proxy is not None:
+                    try:
+                        await self._through(conn, url, context, proxy)
+                    except BaseException:
+                        conn.close()
+                        raise
         except TimeoutError as exc:
             raise errdefs.DeadlineExceeded(
-                f"connecting to {url.netloc}: no answer in {self.connect_timeout:g}s"
+                f"connecting to {peer.netloc}: no answer in {self.connect_timeout:g}s"
             ) from exc
         except ssl.SSLError as exc:
             raise errdefs.Unavailable(f"TLS handshake with {url.netloc} failed: {exc}") from exc
         except OSError as exc:
-            raise ConnectionLost(f"connecting to {url.netloc}: {exc.strerror or exc}") from exc
+            raise ConnectionLost(f"connecting to {peer.netloc}: {exc.strerror or exc}") from exc
         return conn
+
+    async def _through(
+        self, conn: _Connection, url: URL, context: ssl.SSLContext | None, proxy: Proxy
+    ) -> None:
+        """Make ``conn`` (open to the proxy) carry requests to ``url``."""
+        if context is None:
+            conn.absolute_form = True
+            conn.proxy_authorization = proxy.authorization
+            return
+        authority = f"{url.host}:{url.port}" if ":" not in url.host else f"[{url.host}]:{url.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        if proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
+        conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        what = f"CONNECT {authority} through proxy {proxy.url.netloc}"
+        status, reason, _, _ = await _read_response_head(conn, what)
+        if status == 407:
+            raise errdefs.PermissionDenied(f"{what}: {status} {reason}")
+        if not 200 <= status < 300:
+            raise errdefs.Unavailable(f"{what}: {status} {reason}")
+        if conn.available:
+            raise errdefs.Unknown(f"{what}: the proxy sent data before the TLS handshake")
+        assert conn.transport is not None
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(conn.transport, conn, context, server_hostname=url.host)
+        assert isinstance(transport, asyncio.Transport)
+        conn.connection_made(transport)
 
     async def request(
         self,
@@ -647,7 +785,14 @@ class HttpClient:
         ssl_context: ssl.SSLContext | None,
     ) -> Response:
         context = self._ssl_for(url, ssl_context)
-        key: _PoolKey = (url.scheme, url.host, url.port, id(context))
+        proxy = self._proxy(url)
+        key: _PoolKey = (
+            url.scheme,
+            url.host,
+            url.port,
+            id(context),
+            f"{proxy.url.netloc}|{proxy.authorization}" if proxy is not None else "",
+        )
         idle = self._idle.get(key)
         # A pooled connection may have been closed by the server while idle; a
         # request that failed on one before any response byte is sent again on
@@ -662,7 +807,7 @@ class HttpClient:
             except _StaleConnection as stale:
                 if stale.body_sent and body is not None and not isinstance(body, bytes):
                     raise ConnectionLost(f"{method} {url}: connection closed") from None
-        conn = await self._connect(url, context)
+        conn = await self._connect(url, context, proxy)
         return await self._exchange(key, conn, method, url, headers, body, fresh=True)
 
     async def _exchange(
@@ -680,7 +825,10 @@ class HttpClient:
             conn.close()
             raise _StaleConnection(body_sent=False)
         try:
-            lines = [f"{method} {url.target} HTTP/1.1", f"Host: {url.netloc}"]
+            target = str(url) if conn.absolute_form else url.target
+            lines = [f"{method} {target} HTTP/1.1", f"Host: {url.netloc}"]
+            if conn.proxy_authorization:
+                lines.append(f"Proxy-Authorization: {conn.proxy_authorization}")
             names = {k.lower() for k in headers}
             if "user-agent" not in names:
                 lines.append(f"User-Agent: {self.user_agent}")
@@ -737,42 +885,47 @@ class HttpClient:
         await conn.drain()
 
     async def _read_head(self, key: _PoolKey, conn: _Connection, method: str, url: URL) -> Response:
+        try:
+            await conn.fill_some()
+        except ConnectionLost:
+            raise _StaleConnection(body_sent=True) from None
+        status, reason, headers, version = await _read_response_head(conn, f"{method} {url}")
+        if version == "HTTP/1.0" or "close" in (headers.get("connection") or "").lower():
+            conn.reusable = False
+        return Response(self, key, conn, method, url, status, reason, headers)
+
+
+async def _read_response_head(conn: _Connection, what: str) -> tuple[int, str, Headers, str]:
+    """Status, reason, headers and HTTP version of the next final response."""
+    while True:
+        status_line = await conn.read_line(MAX_HEADER_BYTES, "status line")
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise errdefs.Unknown(f"{what}: malformed status line {status_line[:80]!r}")
+        status = int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        fields: list[tuple[str, str]] = []
+        total = len(status_line)
         while True:
-            try:
-                status_line = await conn.read_line(MAX_HEADER_BYTES, "status line")
-            except ConnectionLost:
-                raise _StaleConnection(body_sent=True) from None
-            parts = status_line.decode("latin-1").split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                raise errdefs.Unknown(f"{method} {url}: malformed status line {status_line[:80]!r}")
-            status = int(parts[1])
-            reason = parts[2] if len(parts) > 2 else ""
-            fields: list[tuple[str, str]] = []
-            total = len(status_line)
-            while True:
-                line = await conn.read_line(MAX_HEADER_BYTES, "header block")
-                if not line:
-                    break
-                total += len(line) + 2
-                if total > MAX_HEADER_BYTES:
-                    raise errdefs.ResourceExhausted(
-                        f"{method} {url}: response header block larger than"
-                        f" {MAX_HEADER_BYTES} bytes"
-                    )
-                if len(fields) >= MAX_HEADERS:
-                    raise errdefs.ResourceExhausted(
-                        f"{method} {url}: more than {MAX_HEADERS} response header fields"
-                    )
-                name, sep, value = line.decode("latin-1").partition(":")
-                if not sep or not name or name != name.strip():
-                    raise errdefs.Unknown(f"{method} {url}: malformed header line {line[:80]!r}")
-                fields.append((name, value.strip()))
-            if 100 <= status < 200 and status != 101:
-                continue  # an interim response (100 Continue): the real one follows
-            headers = Headers(fields)
-            if parts[0] == "HTTP/1.0" or "close" in (headers.get("connection") or "").lower():
-                conn.reusable = False
-            return Response(self, key, conn, method, url, status, reason, headers)
+            line = await conn.read_line(MAX_HEADER_BYTES, "header block")
+            if not line:
+                break
+            total += len(line) + 2
+            if total > MAX_HEADER_BYTES:
+                raise errdefs.ResourceExhausted(
+                    f"{what}: response header block larger than {MAX_HEADER_BYTES} bytes"
+                )
+            if len(fields) >= MAX_HEADERS:
+                raise errdefs.ResourceExhausted(
+                    f"{what}: more than {MAX_HEADERS} response header fields"
+                )
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep or not name or name != name.strip():
+                raise errdefs.Unknown(f"{what}: malformed header line {line[:80]!r}")
+            fields.append((name, value.strip()))
+        if 100 <= status < 200 and status != 101:
+            continue  # an interim response (100 Continue): the real one follows
+        return status, reason, Headers(fields), parts[0]
 
 
 class _StaleConnection(Exception):

@@ -176,6 +176,9 @@ class Resolver:
     ``hosts`` maps a reference's domain to its hosts; by default
     :func:`~pycontainerd.remotes.hosts.configure_hosts` with ``hosts_dir``,
     ``plain_http`` and ``skip_verify``.  ``headers`` go on every request.
+    ``proxy``: True takes ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from
+    the environment (containerd's behaviour), a URL names an ``http://``
+    proxy (``user:pass@`` for its Basic auth), False uses none.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class Resolver:
         skip_verify: bool = False,
         credentials: Credentials | None = None,
         headers: Mapping[str, str | Sequence[str]] | None = None,
+        proxy: str | bool = True,
         http: _http.HttpClient | None = None,
     ) -> None:
         if hosts is None:
@@ -197,8 +201,13 @@ class Resolver:
                 )
 
         self._hosts = hosts
-        self.http = http if http is not None else _http.HttpClient()
-        self._own_http = http is None
+        if http is None:
+            # True: the default, the environment's proxy settings.
+            http = _http.HttpClient() if proxy is True else _http.HttpClient(proxy=proxy or None)
+            self._own_http = True
+        else:
+            self._own_http = False
+        self.http = http
         self.authorizer = Authorizer(self.http, credentials)
         self.headers: dict[str, tuple[str, ...]] = {
             k: (v,) if isinstance(v, str) else tuple(v) for k, v in (headers or {}).items()
