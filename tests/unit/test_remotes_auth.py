@@ -224,3 +224,35 @@ def test_challenge_parsing_never_fails(values: list[str]) -> None:
 def test_error_body_parsing_never_fails(body: bytes) -> None:
     parse_errors(body)
     parse_errors(b'{"errors":' + body + b"}")
+
+
+def test_an_identity_token_is_posted_as_a_refresh_token_grant() -> None:
+    def handler(request: Request) -> Reply:
+        if request.path == "/token":
+            form = parse_qs(request.body.decode())
+            if request.method != "POST" or form.get("refresh_token") != ["idtoken"]:
+                return Reply(401)
+            assert form["grant_type"] == ["refresh_token"]
+            assert form["service"] == ["svc"] and form["scope"] == ["repository:x:pull"]
+            return Reply(200, body=b'{"access_token": "from-refresh", "expires_in": 120}')
+        return Reply(404)
+
+    async def main() -> None:
+        async with serve(handler) as server, _http.HttpClient() as client:
+            auth = Authorizer(client, static_credentials("", "idtoken"))
+            challenge = [Challenge("bearer", {"realm": f"{server.url}/token", "service": "svc"})]
+            assert await auth.answer("h", challenge, ["repository:x:pull"]) == "Bearer from-refresh"
+            assert server.requests[0].headers["content-type"] == "application/x-www-form-urlencoded"
+
+    run(main())
+
+
+def test_a_token_answer_that_is_not_an_object_is_an_error() -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(200, body=b"[1, 2]")) as server, _http.HttpClient() as c:
+            auth = Authorizer(c)
+            challenge = [Challenge("bearer", {"realm": f"{server.url}/token"})]
+            with pytest.raises(errdefs.Unknown, match="not a JSON object"):
+                await auth.answer("h", challenge, [])
+
+    run(main())

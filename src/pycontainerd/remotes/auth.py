@@ -6,6 +6,8 @@ for ``Bearer`` we GET the challenge's ``realm`` with its ``service`` and the
 ``scope``\\ s we need (with Basic credentials when the credential callback
 gives some, anonymously otherwise), take ``token`` or ``access_token`` from
 the JSON answer, and send the request again with ``Authorization: Bearer``.
+Credentials with no username carry an identity token, which goes to the
+same realm as an OAuth2 ``refresh_token`` grant (a POSTed form) instead.
 For ``Basic`` the credentials go on every request to that host.
 
 Tokens are cached per (host, scopes) until ``expires_in`` (60 s when the
@@ -232,14 +234,30 @@ class Authorizer:
             query.append(("service", challenge.params["service"]))
         query.extend(("scope", s) for s in scopes)
         url = _http.URL.parse(realm)
-        target = url.target + ("&" if "?" in url.target else "?") + urlencode(query)
-        url = _http.URL(url.scheme, url.host, url.port, target)
         headers = {"Accept": "application/json"}
         creds = self._credentials(host) if self._credentials is not None else None
-        if creds is not None:
-            headers["Authorization"] = _basic(*creds)
+        body: bytes | None = None
+        if creds is not None and not creds[0]:
+            # No username: the secret is an identity (refresh) token, which
+            # only the OAuth2 form of the endpoint takes.
+            form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", creds[1]),
+                ("client_id", "pycontainerd"),
+                ("scope", " ".join(scopes)),
+            ]
+            if challenge.params.get("service"):
+                form.append(("service", challenge.params["service"]))
+            body = urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        else:
+            target = url.target + ("&" if "?" in url.target else "?") + urlencode(query)
+            url = _http.URL(url.scheme, url.host, url.port, target)
+            if creds is not None:
+                headers["Authorization"] = _basic(*creds)
+        method = "GET" if body is None else "POST"
         async with await self._http.request(
-            "GET", url, headers=headers, ssl_context=ssl_context
+            method, url, headers=headers, body=body, ssl_context=ssl_context
         ) as response:
             if response.status in (401, 403):
                 err = await status_error(response, f"token for {host}")
@@ -249,14 +267,14 @@ class Authorizer:
                 )
             if response.status != 200:
                 raise await status_error(response, f"token for {host}")
-            body = await response.read(MAX_TOKEN_RESPONSE)
+            data = await response.read(MAX_TOKEN_RESPONSE)
         try:
-            answer = json.loads(body)
+            answer = json.loads(data)
         except ValueError as exc:
             raise errdefs.Unknown(f"{host}: the token server's answer is not JSON") from exc
-        token = (
-            answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
-        )
+        if not isinstance(answer, dict):
+            raise errdefs.Unknown(f"{host}: the token server's answer is not a JSON object")
+        token = answer.get("token") or answer.get("access_token")
         if not isinstance(token, str) or not token:
             raise errdefs.Unknown(f"{host}: the token server's answer holds no token")
         expires_in = answer.get("expires_in")
