@@ -185,3 +185,28 @@ def _large_image() -> str:
 
     asyncio.run(push())
     return ref
+
+
+@scenario(
+    "pull-unpack-large",
+    f"images pull + unpack of {LARGE_LAYERS} layers, {LARGE_LAYERS * LARGE_FILES_PER_LAYER} files,"
+    " about 1 GB (270 MB gzip), from a registry on loopback: pyctr (the daemon's Transfer"
+    " service) vs ctr (containerd 1.6, client-side)",
+    ops=1,
+    unit="pull",
+    rounds=3,
+)
+def pull_unpack_large(target: Target) -> Iterator[Measure]:
+    from bench.commands import ctr, pyctr
+
+    ref = _large_image()
+    tool = pyctr if target.label == "pycontainerd" else ctr
+    pull = tool(target, "images", "pull", "--plain-http", ref, timeout=600)
+    # Untimed: the image, its content and its snapshots go before each round.
+    remove = ctr(target, "images", "rm", "--sync", ref)
+
+    def reset() -> None:
+        with contextlib.suppress(Exception):
+            remove()
+
+    yield Measure(pull, reset=reset)

@@ -32,19 +32,64 @@ def disk_usage(root: Path) -> Usage:
     """Space and inodes under ``root`` (itself included), as containerd counts them.
 
     Size is allocated blocks (``st_blocks * 512``), not apparent length, and
-    a hard-linked inode counts once, however many names it has.  The walk is
-    :func:`pycontainerd._tree.walk`: iterative, fd-based, any depth.
+    a hard-linked inode counts once, however many names it has.  A commit
+    measures its snapshot this way, so it is on every unpack's path: each
+    directory is listed once and its entries stat'ed relative to it (one
+    ``fstatat`` each, no path built), descending with
+    :class:`pycontainerd._tree.DirCursor` (iterative, at most its bounded
+    number of fds, any depth).
     """
     st = os.lstat(root)
-    seen = {(st.st_dev, st.st_ino)}
-    size = st.st_blocks * 512
-    for visit in walk(root):
-        est = visit.stat
-        ident = (est.st_dev, est.st_ino)
-        if not visit.leaving and ident not in seen:
-            seen.add(ident)
-            size += est.st_blocks * 512
-    return Usage(size=size, inodes=len(seen))
+    counted = _Counted(st.st_blocks * 512, 1)
+    with DirCursor(root) as cursor:
+        pending = [counted.directory(cursor.fd)]
+        while pending:
+            todo = pending[-1]
+            if not todo:
+                pending.pop()
+                if pending:
+                    cursor.up()
+                continue
+            try:
+                cursor.down(todo.pop())
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # gone or replaced since it was listed
+                raise
+            pending.append(counted.directory(cursor.fd))
+    return Usage(size=counted.size, inodes=counted.inodes)
+
+
+class _Counted:
+    """The running totals of :func:`disk_usage`."""
+
+    __slots__ = ("inodes", "linked", "size")
+
+    def __init__(self, size: int, inodes: int) -> None:
+        self.size = size
+        self.inodes = inodes
+        #: (device, inode) of files with more than one name, counted once.
+        self.linked: set[tuple[int, int]] = set()
+
+    def directory(self, fd: int) -> list[str]:
+        """Count the entries of the directory ``fd``; its subdirectories' names."""
+        subdirs = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(est.st_mode):
+                    subdirs.append(entry.name)
+                elif est.st_nlink > 1:
+                    ident = (est.st_dev, est.st_ino)
+                    if ident in self.linked:
+                        continue
+                    self.linked.add(ident)
+                self.size += est.st_blocks * 512
+                self.inodes += 1
+        return subdirs
 
 
 def supports_d_type(root: Path) -> bool:
