@@ -24,7 +24,9 @@ from pycontainerd.api.services.transfer.v1 import transfer_pb2_grpc as tpb_grpc
 from pycontainerd.api.types import platform_pb2
 from pycontainerd.api.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
 from pycontainerd.remotes import Resolver
+from tests.integration.test_distribution import _fault_registry, _unique_image
 from tests.support import daemons, tasks
+from tests.support.fault_registry import Fault, fault_registry
 from tests.support.registry import RunningRegistry, busybox_image, push_image, registry
 
 pytestmark = pytest.mark.integration
@@ -271,3 +273,40 @@ def test_pyctr_user_reaches_a_private_registry_through_the_auth_stream(
         pulled = _pyctr(d, ns, "images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
         assert pulled.returncode == 0, pulled.stderr
         assert f"{ref}: saved" in pulled.stdout
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message"),
+    [
+        (Fault.STATUS_500, grpc.StatusCode.UNAVAILABLE, "500"),
+        (Fault.EXTRA, grpc.StatusCode.FAILED_PRECONDITION, "more than the expected"),
+        (Fault.BAD_DIGEST, grpc.StatusCode.FAILED_PRECONDITION, "unexpected commit digest"),
+        (Fault.CUT_NO_RANGE, grpc.StatusCode.UNAVAILABLE, "connection lost"),
+    ],
+)
+def test_registry_faults_fail_a_server_side_pull_and_leave_nothing(
+    daemon: tuple[daemons.RunningDaemon, grpc.Channel, str],
+    fault: Fault,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    """The layer streamed into the applier as it came is refused with the
+    blob: no content, ingest, snapshot, image or lease is left."""
+    d, channel, ns = daemon
+    image = _unique_image(f"transfer-{fault.value}")
+
+    async def main() -> None:
+        async with fault_registry(_fault_registry(image, fault)) as faulty:
+            ref = f"{faulty.host}/library/busybox:latest"
+            with pytest.raises(grpc.RpcError) as failed:
+                await asyncio.to_thread(transfer, channel, ns, oci_registry(ref), image_store(ref))
+            assert failed.value.code() == code, failed.value.details()
+            assert message in (failed.value.details() or "")
+
+    asyncio.run(main())
+    for listing in (("images", "ls", "-q"), ("content", "ls", "-q"), ("leases", "ls", "-q")):
+        assert ctr(d, ns, *listing).stdout.split() == [], listing
+    assert ctr(d, ns, "content", "active").stdout.strip().splitlines()[1:] == []
+    assert "Committed" not in ctr(d, ns, "snapshots", "ls").stdout
+    assert ctr(d, ns, "snapshots", "ls").stdout.strip().splitlines()[1:] == []
+    assert ctr(d, ns, "version").returncode == 0

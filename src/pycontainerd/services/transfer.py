@@ -4,7 +4,8 @@ or pushes one from them, while the client only watches progress.
 
 A pull (``OCIRegistry`` → ``ImageStore``) runs :func:`pycontainerd.distribution
 .pull.pull` on the daemon's namespaced content store under a lease of its
-own (removed at the end, as containerd's ``withLease``), writes the image
+own (removed at the end, as containerd's ``withLease``; after a failure
+with a garbage collection at once, so that nothing of it stays), writes the image
 record through the images service (so ``/images/create`` is published),
 and unpacks into each snapshotter the image store names while the layers
 download: the first layer whose parent is already applied streams from the
@@ -398,12 +399,16 @@ class TransferService:
         lease = await self.leases.create(
             "", {leases.EXPIRE_LABEL: leases.expire_label(leases.DEFAULT_EXPIRATION)}
         )
+        failed = True
         try:
             with leases.lease(lease.id):
                 yield lease
+            failed = False
         finally:
             try:
-                await self.leases.delete(lease.id)
+                # A failed transfer's blobs (manifests, configs fetched before
+                # the failure) are collected at once: it leaves nothing behind.
+                await self.leases.delete(lease.id, sync=failed)
             except errdefs.ContainerdError as exc:
                 log.warning("removing transfer lease %s: %s", lease.id, exc)
 
