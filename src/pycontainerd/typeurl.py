@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from pycontainerd import errdefs
 
-__all__ = ["marshal_any", "register", "type_url", "unmarshal_any"]
+__all__ = ["is_a", "marshal_any", "register", "type_url", "unmarshal_any"]
 
 _by_url: dict[str, type[Message]] = {}
 _by_type: dict[type[Message], str] = {}
@@ -31,6 +31,12 @@ def register(message_type: type[Message], url: str) -> None:
 def type_url(message: Message | type[Message]) -> str:
     cls = message if isinstance(message, type) else type(message)
     return _by_type.get(cls) or cls.DESCRIPTOR.full_name
+
+
+def is_a(value: any_pb2.Any, message_type: type[Message]) -> bool:
+    """Whether ``value`` packs a ``message_type``, named containerd's way or
+    with the ``type.googleapis.com/`` prefix Python and grpc-go add."""
+    return value.type_url.removeprefix(_GOOGLE_PREFIX) == type_url(message_type)
 
 
 def marshal_any(message: Message) -> any_pb2.Any:

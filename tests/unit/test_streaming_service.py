@@ -73,3 +73,21 @@ def test_recv_sees_the_clients_messages_then_the_end_every_time() -> None:
                 await stream.recv()
 
     asyncio.run(scenario())
+
+
+def test_a_packed_message_is_known_by_its_name_with_or_without_googles_prefix() -> None:
+    from pycontainerd import typeurl
+    from pycontainerd.api.services.streaming.v1 import streaming_pb2
+    from pycontainerd.api.types.transfer import progress_pb2
+
+    bare = typeurl.marshal_any(streaming_pb2.StreamInit(id="s"))
+    prefixed = any_pb2.Any()
+    prefixed.Pack(streaming_pb2.StreamInit(id="s"))
+    assert bare.type_url == "containerd.services.streaming.v1.StreamInit"
+    assert typeurl.is_a(bare, streaming_pb2.StreamInit)
+    assert typeurl.is_a(prefixed, streaming_pb2.StreamInit)
+    assert not typeurl.is_a(bare, progress_pb2.Progress)
+    # A name that merely ends the same is another type.
+    assert not typeurl.is_a(
+        any_pb2.Any(type_url="x.containerd.types.transfer.Progress"), progress_pb2.Progress
+    )

@@ -107,7 +107,7 @@ class _Stream:
 
 def _progress_handler(progress: ProgressFunc) -> Callable[[any_pb2.Any], None]:
     def handle(message: any_pb2.Any) -> None:
-        if not message.type_url.endswith(progress_pb2.Progress.DESCRIPTOR.full_name):
+        if not typeurl.is_a(message, progress_pb2.Progress):
             return
         event = progress_pb2.Progress.FromString(message.value)
         if not event.name or " " in event.event:

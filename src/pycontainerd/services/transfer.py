@@ -92,9 +92,8 @@ class TransferConfig:
 
 
 def _unpack(message: any_pb2.Any, what: str) -> Any:
-    name = message.type_url.removeprefix("type.googleapis.com/")
     for cls in (registry_pb2.OCIRegistry, imagestore_pb2.ImageStore):
-        if name == cls.DESCRIPTOR.full_name:
+        if typeurl.is_a(message, cls):
             return cls.FromString(message.value)
     raise errdefs.NotImplemented(f"transfer {what} of type {message.type_url!r} is not supported")
 
@@ -336,9 +335,7 @@ class TransferService:
             raise errdefs.DeadlineExceeded(
                 f"no credentials for {parsed.domain} in {AUTH_TIMEOUT:.0f}s"
             ) from None
-        if answer.type_url.removeprefix("type.googleapis.com/") != (
-            registry_pb2.AuthResponse.DESCRIPTOR.full_name
-        ):
+        if not typeurl.is_a(answer, registry_pb2.AuthResponse):
             raise errdefs.InvalidArgument(f"expected an AuthResponse, got {answer.type_url!r}")
         auth = registry_pb2.AuthResponse.FromString(answer.value)
         if auth.authType == registry_pb2.CREDENTIALS:

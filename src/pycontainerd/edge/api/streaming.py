@@ -22,11 +22,7 @@ from pycontainerd.services.streaming import ID, Stream, StreamManager
 
 __all__ = ["StreamingAPI"]
 
-STREAM_INIT = "containerd.services.streaming.v1.StreamInit"
-
-
-def _packed_name(message: any_pb2.Any) -> str:
-    return message.type_url.removeprefix("type.googleapis.com/")
+STREAM_INIT = pb.StreamInit.DESCRIPTOR.full_name
 
 
 class StreamingAPI:
@@ -42,7 +38,7 @@ class StreamingAPI:
         first = await anext(requests, None)
         if first is None:
             return
-        if _packed_name(first) != STREAM_INIT:
+        if not typeurl.is_a(first, pb.StreamInit):
             raise errdefs.InvalidArgument(
                 f"first message on a stream must be a {STREAM_INIT}, not {first.type_url!r}"
             )
