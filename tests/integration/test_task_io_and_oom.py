@@ -85,6 +85,8 @@ def test_a_file_log_gets_both_streams(ctr: Cli, tmp_path: Path) -> None:
         "-c",
         "echo one; echo two >&2",
     )
+    # The shim copies each stream on its own: the last line may land just after the exit.
+    tasks.wait_for(lambda: len(log.read_text().splitlines()) == 2)
     assert sorted(log.read_text().splitlines()) == ["one", "two"]
 
 
