@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := runc containerd busybox-static docker-registry skopeo
+APT_PACKAGES := runc containerd busybox-static docker-registry skopeo docker.io containernetworking-plugins iproute2 iptables
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv proto unasync check lint typecheck test test-unit test-integration fuzz demo bench clean
