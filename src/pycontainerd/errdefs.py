@@ -33,6 +33,7 @@ __all__ = [
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
+    "TaskStopTimeout",
     "Unavailable",
     "Unknown",
     "code_name",
@@ -168,6 +169,13 @@ class Canceled(ContainerdError):
 class DeadlineExceeded(ContainerdError):
     code = _StatusCode("DEADLINE_EXCEEDED")
     suffix = "context deadline exceeded"
+
+
+class TaskStopTimeout(DeadlineExceeded):
+    """A task still ran when its stop's timeout passed (the service facade's
+    ``stop_task`` without ``force``); a DEADLINE_EXCEEDED on the wire."""
+
+    suffix = "task stop timeout"
 
 
 _CLASSES: tuple[type[ContainerdError], ...] = (

@@ -25,6 +25,7 @@ CODES = [
     (errdefs.OutOfRange, grpc.StatusCode.OUT_OF_RANGE, "out of range"),
     (errdefs.Canceled, grpc.StatusCode.CANCELLED, "context canceled"),
     (errdefs.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded"),
+    (errdefs.TaskStopTimeout, grpc.StatusCode.DEADLINE_EXCEEDED, "task stop timeout"),
 ]
 IDS = [cls.__name__ for cls, _, _ in CODES]
 
