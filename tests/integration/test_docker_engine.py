@@ -1,0 +1,262 @@
+"""Docker Engine runs its containers on our daemon (issue 13, part 5).
+
+Debian's ``dockerd`` 20.10 is started with ``--containerd`` on our socket
+(everything else on private paths: see ``tests/support/dockerd.py``); it
+pulls a busybox image from a ``docker-registry`` on loopback into its own
+graphdriver and runs containers in containerd's ``moby`` namespace, with
+its runc options (``BinaryName``, ``Root`` under its exec root) and fifos
+under its own bundle directory.  The tests drive ``/usr/bin/docker`` as a
+user would and check what it reports (output, exit codes, ``docker
+inspect`` states) and what our daemon holds.  Each runs twice: on our shim
+(the default for ``io.containerd.runc.v2``) and on Debian's Go shim mapped
+by config.
+
+The module is skipped only when dockerd or its client is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from pycontainerd.client import Client
+from pycontainerd.remotes import Resolver
+from tests.support import dockerd, tasks
+from tests.support.registry import busybox_image, push_image, registry
+
+_missing = dockerd.available()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_missing is not None, reason=_missing or ""),
+]
+
+
+@dataclass
+class Engine:
+    daemon: tasks.Daemon
+    docker: dockerd.RunningDockerd
+    image: str
+
+    def run_d(self, *command: str) -> str:
+        """``docker run -d`` under a unique name; the name."""
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        self.docker.docker("run", "-d", "--network", "none", "--name", name, self.image, *command)
+        return name
+
+    def ours(self) -> Client:
+        return Client(self.daemon.address, dockerd.NAMESPACE, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def image_ref() -> Iterator[str]:
+    """busybox in a registry on loopback (Docker schema 2 media types)."""
+    with registry() as reg:
+        ref = f"{reg.host}/busybox:test"
+
+        async def push() -> None:
+            async with Resolver(plain_http=True) as resolver:
+                await push_image(resolver, ref, busybox_image(media_types="docker"))
+
+        asyncio.run(push())
+        yield ref
+
+
+@contextlib.contextmanager
+def engine(shim: str, image: str) -> Iterator[Engine]:
+    """Our daemon on ``shim``, dockerd on it, the image pulled; everything
+    (containers, dockerd, shims, runc state, mounts) gone on exit."""
+    with (
+        tasks.daemon(tasks.shim_config(shim), [dockerd.NAMESPACE]) as ours,
+        dockerd.dockerd(ours.address) as docker,
+    ):
+        ours.sockets.add(_our_shim_socket(ours.address))
+        docker.docker("pull", "-q", image, timeout=120)
+        yield Engine(ours, docker, image)
+
+
+def _our_shim_socket(address: str) -> str:
+    from pycontainerd.shim import main as shim_entry
+
+    return shim_entry.socket_path(address, dockerd.NAMESPACE, "")
+
+
+@pytest.fixture(scope="module", params=tasks.SHIMS)
+def env(request: pytest.FixtureRequest, image_ref: str) -> Iterator[Engine]:
+    with engine(request.param, image_ref) as e:
+        yield e
+
+
+def _wait_state(env: Engine, name: str, key: str, value: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := env.docker.state(name))[key] != value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: State.{key} is {state[key]!r}, not {value!r}: {state}")
+        time.sleep(0.05)
+
+
+def test_run_rm_prints_output_and_leaves_nothing_in_our_daemon(env: Engine) -> None:
+    result = env.docker.docker("run", "--rm", "--network", "none", env.image, "echo", "hello")
+
+    assert result.stdout == "hello\n"
+    assert env.docker.docker("ps", "-aq").stdout == ""
+    with env.ours() as client:
+        assert client.list_containers() == []
+        assert client.tasks.list() == []
+
+
+def test_run_rm_exit_code_and_stderr_propagate(env: Engine) -> None:
+    result = env.docker.docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        env.image,
+        "sh",
+        "-c",
+        "echo oops >&2; exit 7",
+        check=False,
+    )
+
+    assert result.returncode == 7
+    assert "oops" in result.stderr
+
+
+def test_run_d_runs_in_our_daemon_and_logs_show_its_output(env: Engine) -> None:
+    name = env.run_d("sh", "-c", "echo to-out; echo to-err >&2; exec sleep 1000")
+    container_id = env.docker.inspect(name)["Id"]
+
+    with env.ours() as client:
+        [container] = client.list_containers()
+        assert container.id == container_id
+        [task] = client.tasks.list()
+        assert task.id == container_id  # containerd leaves container_id empty here
+        assert task.status.value == "running"
+        assert task.pid == env.docker.state(name)["Pid"]
+    deadline = time.monotonic() + 10
+    while "to-err" not in (logs := env.docker.docker("logs", name)).stderr:
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.05)
+    assert logs.stdout == "to-out\n"
+    assert logs.stderr == "to-err\n"
+    env.docker.docker("rm", "-f", name)
+
+
+def test_exited_container_reports_its_exit_code(env: Engine) -> None:
+    name = env.run_d("sh", "-c", "exit 3")
+
+    assert env.docker.docker("wait", name).stdout.strip() == "3"
+    state = env.docker.state(name)
+    assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 3)
+    env.docker.docker("rm", name)
+
+
+def test_exec_runs_in_the_container_with_stdin_and_exit_code(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")
+
+    assert env.docker.docker("exec", name, "echo", "from-exec").stdout == "from-exec\n"
+    piped = env.docker.docker("exec", "-i", name, "cat", input="through stdin")
+    assert piped.stdout == "through stdin"
+    failed = env.docker.docker("exec", name, "sh", "-c", "exit 5", check=False)
+    assert failed.returncode == 5
+    # The exec saw the container's filesystem and its PID 1.
+    assert env.docker.docker("exec", name, "cat", "/proc/1/cmdline").stdout == "sleep\x001000\x00"
+    env.docker.docker("rm", "-f", name)
+
+
+def test_stop_sends_sigterm_then_the_container_exits(env: Engine) -> None:
+    name = env.run_d("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+
+    started = time.monotonic()
+    env.docker.docker("stop", "-t", "10", name)
+
+    assert time.monotonic() - started < 5  # SIGTERM was enough; no wait for the timeout
+    state = env.docker.state(name)
+    assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 0)
+    with env.ours() as client:
+        assert client.tasks.list() == []
+    env.docker.docker("rm", name)
+
+
+def test_stop_kills_a_container_that_ignores_sigterm(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")  # PID 1 has no default action for SIGTERM
+
+    env.docker.docker("stop", "-t", "1", name)
+
+    state = env.docker.state(name)
+    assert (state["Status"], state["ExitCode"]) == ("exited", 137)
+    env.docker.docker("rm", name)
+
+
+def test_kill_sends_sigkill(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")
+
+    env.docker.docker("kill", name)
+
+    _wait_state(env, name, "Status", "exited")
+    assert env.docker.state(name)["ExitCode"] == 137
+    env.docker.docker("rm", name)
+
+
+def test_pause_and_unpause(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")
+    container_id = env.docker.inspect(name)["Id"]
+
+    env.docker.docker("pause", name)
+    state = env.docker.state(name)
+    assert (state["Status"], state["Paused"]) == ("paused", True)
+    with env.ours() as client:
+        assert client.tasks.get(str(container_id)).status.value == "paused"
+
+    env.docker.docker("unpause", name)
+    state = env.docker.state(name)
+    assert (state["Status"], state["Paused"], state["Running"]) == ("running", False, True)
+    with env.ours() as client:
+        assert client.tasks.get(str(container_id)).status.value == "running"
+    assert env.docker.docker("exec", name, "true").returncode == 0
+    env.docker.docker("rm", "-f", name)
+
+
+def test_rm_force_removes_a_running_container_from_our_daemon(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")
+
+    env.docker.docker("rm", "-f", name)
+
+    assert name not in env.docker.docker("ps", "-a", "--format", "{{.Names}}").stdout
+    with env.ours() as client:
+        assert client.list_containers() == []
+        assert client.tasks.list() == []
+
+
+@pytest.mark.parametrize("shim", tasks.SHIMS)
+def test_containers_survive_a_restart_of_our_daemon(shim: str, image_ref: str) -> None:
+    with engine(shim, image_ref) as env:
+        name = env.run_d("sleep", "1000")
+        pid = env.docker.state(name)["Pid"]
+
+        env.daemon.kill()
+        env.daemon.start()
+
+        # dockerd reconnects on its own; its view is unchanged and live.
+        assert env.docker.docker("ps", "--format", "{{.Names}}").stdout.split() == [name]
+        state = env.docker.state(name)
+        assert (state["Status"], state["Pid"]) == ("running", pid)
+        # Its gRPC channel redials with a backoff (as after a restart of
+        # containerd): an exec may be refused until it has.
+        deadline = time.monotonic() + 15
+        while (after := env.docker.docker("exec", name, "echo", "after", check=False)).returncode:
+            assert "unavailable" in after.stdout + after.stderr, after
+            assert time.monotonic() < deadline, after
+            time.sleep(0.2)
+        assert after.stdout == "after\n"
+        env.docker.docker("stop", "-t", "1", name)
+        state = env.docker.state(name)
+        assert (state["Status"], state["ExitCode"]) == ("exited", 137)
+        env.docker.docker("rm", name)
+        with env.ours() as client:
+            assert client.list_containers() == []

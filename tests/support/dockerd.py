@@ -1,0 +1,258 @@
+"""Docker Engine (Debian's ``dockerd`` 20.10) on a containerd socket, on private paths.
+
+:func:`dockerd` starts ``/usr/sbin/dockerd --containerd=SOCKET`` with its data
+root, exec root, pid file, API socket and config file under a temp directory
+of its own, no bridge and no iptables rules, so it touches nothing of the
+host's Docker (there is none running here anyway) and several can run at
+once.  On exit, whatever the caller did: its containers are removed, dockerd
+is stopped (SIGTERM, then SIGKILL), the shims it left on the containerd
+socket (namespace ``moby``) are killed, the containers' runc state is
+deleted and every mount under the temp directory (overlay2 layers, network
+namespaces) is unmounted before the directory goes.
+
+The client is ``/usr/bin/docker`` (Debian's 20.10 CLI), never whatever
+``docker`` is first on ``PATH``.
+
+This module must not import pytest: ``bench/docker.py`` starts dockerd on
+both daemons with the same helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support import daemons
+
+DOCKERD = "/usr/sbin/dockerd"
+DOCKER = "/usr/bin/docker"
+#: The containerd namespace dockerd runs its containers in (its default).
+NAMESPACE = "moby"
+#: A daemon.json of our own: dockerd would otherwise read /etc/docker/daemon.json.
+_CONFIG = {"features": {"buildkit": False}}
+
+
+@dataclass
+class RunningDockerd:
+    base: Path
+    containerd_address: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.base / "exec"
+
+    @property
+    def runc_root(self) -> Path:
+        """Where dockerd has its runtime keep runc's state (option ``Root``)."""
+        return self.exec_root / "runtime-runc" / NAMESPACE
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def docker(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``/usr/bin/docker -H THIS ARGS``; with ``check`` a non-zero
+        exit raises, with the command's output and the tail of dockerd's log."""
+        result = subprocess.run(
+            [DOCKER, "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env={**os.environ, "DOCKER_CONFIG": str(self.base / "client")},
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"docker {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}\n"
+                f"dockerd log (tail):\n{self.logs()[-4000:]}"
+            )
+        return result
+
+    def inspect(self, container: str) -> dict[str, object]:
+        """``docker inspect`` of one container, decoded."""
+        data = json.loads(self.docker("inspect", container).stdout)
+        assert isinstance(data, list) and len(data) == 1
+        item = data[0]
+        assert isinstance(item, dict)
+        return item
+
+    def state(self, container: str) -> dict[str, object]:
+        state = self.inspect(container)["State"]
+        assert isinstance(state, dict)
+        return state
+
+
+def available() -> str | None:
+    """Why dockerd cannot run here (``None`` when it can)."""
+    for binary in (DOCKERD, DOCKER):
+        if not os.access(binary, os.X_OK):
+            return f"{binary} is not installed (make deps installs docker.io)"
+    return None
+
+
+def dockerd_args(base: Path, containerd_address: str, *, storage_driver: str) -> list[str]:
+    """dockerd's command line with every path it writes under ``base``."""
+    config = base / "daemon.json"
+    config.write_text(json.dumps(_CONFIG))
+    return [
+        DOCKERD,
+        "--config-file",
+        str(config),
+        "--data-root",
+        str(base / "data"),
+        "--exec-root",
+        str(base / "exec"),
+        "--pidfile",
+        str(base / "dockerd.pid"),
+        "-H",
+        f"unix://{base / 'docker.sock'}",
+        "--containerd",
+        containerd_address,
+        "--bridge",
+        "none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--ip-forward=false",
+        "--storage-driver",
+        storage_driver,
+        "--log-level",
+        "debug",
+    ]
+
+
+def _wait_ready(running: RunningDockerd, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running.process.poll() is not None:
+            raise DockerdFailed(
+                f"dockerd exited with {running.process.returncode}:\n{running.logs()[-4000:]}"
+            )
+        if running.socket.exists():
+            probe = running.docker("version", "--format", "{{.Server.Version}}", check=False)
+            if probe.returncode == 0:
+                return
+        time.sleep(0.1)
+    raise DockerdFailed(f"dockerd did not answer in {timeout}s:\n{running.logs()[-4000:]}")
+
+
+class DockerdFailed(RuntimeError):
+    """dockerd itself did not start (its log says why)."""
+
+
+def overlay_supported(directory: Path) -> bool:
+    """Whether an overlay mount works on ``directory``'s filesystem (overlay2 needs it)."""
+    probe = directory / "overlay-probe"
+    dirs = [probe / name for name in ("lower", "upper", "work", "merged")]
+    for d in dirs:
+        d.mkdir(parents=True)
+    lower, upper, work, merged = dirs
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    result = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        subprocess.run(["umount", str(merged)], capture_output=True, check=False)
+    subprocess.run(["rm", "-rf", str(probe)], check=False)
+    return result.returncode == 0
+
+
+def _shim_pids(containerd_address: str) -> list[int]:
+    """Shims serving ``containerd_address`` in dockerd's namespace (ours or Go's)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        shim = any(os.path.basename(arg).startswith(b"containerd-shim-") for arg in argv[:2])
+        if shim and os.fsencode(containerd_address) in argv and os.fsencode(NAMESPACE) in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _cleanup(running: RunningDockerd) -> None:
+    if running.process.poll() is None:
+        with contextlib.suppress(Exception):
+            ids = running.docker("ps", "-aq", check=False, timeout=20).stdout.split()
+            if ids:
+                running.docker("rm", "-f", *ids, check=False, timeout=60)
+    daemons.stop(running.process, timeout=20)
+    # What dockerd could not clean up (it was killed, or its containerd was):
+    # the shims, the containers runc still knows of, the mounts.
+    for pid in _shim_pids(running.containerd_address):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    root = running.runc_root
+    if root.is_dir():
+        for state in root.iterdir():
+            subprocess.run(
+                ["runc", "--root", str(root), "delete", "-f", state.name],
+                capture_output=True,
+                check=False,
+            )
+
+
+@contextlib.contextmanager
+def dockerd(containerd_address: str, *, timeout: float = 60) -> Iterator[RunningDockerd]:
+    """Run dockerd on ``containerd_address``; yields once its API answers.
+
+    Storage is overlay2 where an overlay mount works on /tmp, vfs otherwise.
+    Raises :class:`DockerdFailed` when dockerd itself does not start.
+    """
+    reason = available()
+    if reason is not None:
+        raise DockerdFailed(reason)
+    with daemons.temp_base("dkr-") as base:
+        driver = "overlay2" if overlay_supported(base) else "vfs"
+        args = dockerd_args(base, containerd_address, storage_driver=driver)
+        log = base / "dockerd.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        running = RunningDockerd(base, containerd_address, process, log)
+        try:
+            _wait_ready(running, timeout)
+            yield running
+        finally:
+            _cleanup(running)
+
+
+__all__ = [
+    "DOCKER",
+    "DOCKERD",
+    "NAMESPACE",
+    "DockerdFailed",
+    "RunningDockerd",
+    "available",
+    "dockerd",
+    "overlay_supported",
+]
