@@ -644,3 +644,4 @@ def _remove_runc_root(target: Target) -> None:
     with contextlib.suppress(OSError):
         Path("/run/containerd/runc", target.namespace).rmdir()
 from bench import distribution as _distribution  # noqa: E402,F401  (registers its scenarios)
+from bench import docker as _docker  # noqa: E402,F401  (registers its scenarios)
