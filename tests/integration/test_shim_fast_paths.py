@@ -7,6 +7,9 @@
   itself instead of running ``runc start``; an init that died before it is
   started is a clear error, not a hang (the fifo's own cases are unit tests
   in ``tests/unit/test_shim_pieces.py``).
+- Our shim answers the Delete of an exited container before ``runc
+  delete`` has removed runc's state and cgroups; a Create of the same id
+  waits for it, and nothing of it is left behind.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ def test_a_container_whose_init_died_before_start_fails_to_start_clearly(
         assert "not in the created state" in (failed.value.details() or "")
         stub.Delete(tasks_pb2.DeleteTaskRequest(container_id="dead"), metadata=metadata, timeout=30)
     ctr("containers", "rm", "dead")
-    assert not (tasks.RUNC_STATE / (ctr.namespace or "") / "dead").exists()
+    # runc's own delete of an exited container runs after Delete answered.
+    tasks.wait_for(lambda: not (tasks.RUNC_STATE / (ctr.namespace or "") / "dead").exists())
 
 
 def test_a_task_created_with_no_rootfs_fails_as_runc_says_and_leaves_no_bundle(
@@ -164,3 +168,18 @@ def ctr_runc_state(root: Path, id: str) -> str:
     return subprocess.run(
         ["runc", "--root", str(root), "state", id], capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_runc_delete_after_the_answer_leaves_nothing_and_an_id_can_be_reused_at_once(
+    counted: tuple[Cli, Path, daemons.RunningDaemon],
+) -> None:
+    ctr, _log, _d = counted
+    state = tasks.RUNC_STATE / (ctr.namespace or "") / "again"
+    for n in range(5):
+        # Each Create of "again" comes right after the last one's Delete.
+        assert ctr("run", "--rm", IMAGE, "again", "echo", str(n)).stdout == f"{n}\n"
+    tasks.wait_for(lambda: not state.exists())
+    cgroups = [
+        path for path in Path("/sys/fs/cgroup").glob(f"**/{ctr.namespace}/again") if path.is_dir()
+    ]
+    assert cgroups == []

@@ -274,16 +274,34 @@ def test_only_an_init_without_a_pid_namespace_of_its_own_has_its_leftovers_kille
     """As containerd's ``ShouldKillAllOnExit``: with a pid namespace of its
     own the kernel ends the rest when the init exits, and a ``runc kill
     --all`` (which freezes the cgroup) would only race the Delete."""
-    from pycontainerd.shim._service import _shares_pid_namespace
+    from pycontainerd.shim._service import _spec_facts
 
     def spec(*namespaces: dict[str, str]) -> str:
         (tmp_path / "config.json").write_text(json.dumps({"linux": {"namespaces": namespaces}}))
         return str(tmp_path)
 
-    assert not _shares_pid_namespace(spec({"type": "mount"}, {"type": "pid"}))
-    assert _shares_pid_namespace(spec({"type": "mount"}))
-    assert _shares_pid_namespace(spec({"type": "pid", "path": "/proc/1/ns/pid"}))
-    assert _shares_pid_namespace(str(tmp_path / "no-such-bundle"))
+    assert not _spec_facts(spec({"type": "mount"}, {"type": "pid"}))[0]
+    assert _spec_facts(spec({"type": "mount"}))[0]
+    assert _spec_facts(spec({"type": "pid", "path": "/proc/1/ns/pid"}))[0]
+    assert _spec_facts(str(tmp_path / "no-such-bundle"))[0]
+
+
+def test_only_a_spec_without_poststop_hooks_lets_runc_delete_run_after_the_answer(
+    tmp_path: Path,
+) -> None:
+    """runc runs poststop hooks in ``delete``: a Delete must wait for them, so
+    only a spec without any has its ``runc delete`` run in the background."""
+    from pycontainerd.shim._service import _spec_facts
+
+    def spec(document: object) -> str:
+        (tmp_path / "config.json").write_text(json.dumps(document))
+        return str(tmp_path)
+
+    assert not _spec_facts(spec({"hooks": {"prestart": [{"path": "/bin/true"}]}}))[1]
+    assert not _spec_facts(spec({}))[1]
+    assert _spec_facts(spec({"hooks": {"poststop": [{"path": "/bin/true"}]}}))[1]
+    assert _spec_facts(spec({"hooks": ["not", "a", "map"]}))[1]
+    assert _spec_facts(str(tmp_path / "no-such-bundle"))[1]
 
 
 # --- the exec fifo, as Start releases a runc container -------------------------------------

@@ -24,7 +24,7 @@ import signal
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,9 @@ class Container:
     #: That kill while it runs: ``runc kill --all`` freezes the cgroup, and a
     #: ``runc delete`` meanwhile would find the container paused.
     killing: asyncio.Future[None] | None = None
+    #: The spec has poststop hooks: runc runs them in ``delete``, which
+    #: must then finish before Delete answers.
+    poststop_hooks: bool = False
 
     def process(self, exec_id: str) -> Process:
         if not exec_id:
@@ -153,6 +156,9 @@ class TaskService:
         self._on_empty = on_empty
         self._on_busy = on_busy
         self._background: set[asyncio.Future[None]] = set()
+        #: ``runc delete`` of exited containers, run after Delete answered
+        #: (keyed by runc root and id): a Create of the same id waits for it.
+        self._deleting: dict[tuple[str, str], asyncio.Future[None]] = {}
         #: Set once the server leaves: a Create then would land in a dying server.
         self.closing = False
 
@@ -273,11 +279,15 @@ class TaskService:
             criu=options.criu_path,
         )
         container = Container(container_id, namespace, bundle, runc, options)
-        container.kill_all_on_exit = _shares_pid_namespace(bundle)
+        container.kill_all_on_exit, container.poststop_hooks = _spec_facts(bundle)
         self.containers[container_id] = container
         self._on_busy()
         try:
             async with container.lock:
+                behind = self._deleting.get((runc_root, container_id))
+                if behind is not None:
+                    # The last container of this id is still leaving runc's root.
+                    await asyncio.shield(behind)
                 pid = await self._create(container, request)
         except BaseException:
             self.containers.pop(container_id, None)
@@ -451,11 +461,21 @@ class TaskService:
         else:
             if container.killing is not None:
                 await asyncio.shield(container.killing)
-            try:
-                await container.runc.delete(container.id, force=not process.exited.is_set())
-            except RuncError as exc:
-                if "does not exist" not in str(exc) and "not found" not in str(exc):
-                    raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
+            if (
+                process.exited.is_set()
+                and not container.kill_all_on_exit
+                and not container.poststop_hooks
+            ):
+                # Nothing of it runs any more and no hook waits: what ``runc
+                # delete`` has left to do (its cgroups, its state directory)
+                # goes on after the answer -- it is a fifth of ``ctr run``.
+                self._delete_behind(container)
+            else:
+                try:
+                    await container.runc.delete(container.id, force=not process.exited.is_set())
+                except RuncError as exc:
+                    if "does not exist" not in str(exc) and "not found" not in str(exc):
+                        raise ttrpc.StatusError(ttrpc.Code.UNKNOWN, str(exc)) from None
             for exec_process in container.execs.values():
                 exec_process.io.close()
                 self._by_pid.pop(exec_process.pid, None)
@@ -490,6 +510,36 @@ class TaskService:
         response = shim_pb2.DeleteResponse(pid=process.pid, exit_status=process.exit_status)
         _stamp(response.exited_at, process.exited_ns)
         return response
+
+    def _delete_behind(self, container: Container) -> None:
+        """``runc delete`` of an exited container, in the background.  It logs
+        to /dev/null: the daemon removes the bundle (and its ``log.json``)
+        once Delete has answered."""
+        key = (container.runc.root, container.id)
+        runc = replace(container.runc, log=os.devnull)
+
+        async def delete() -> None:
+            try:
+                await runc.delete(container.id)
+            except RuncError as exc:
+                if "does not exist" not in str(exc) and "not found" not in str(exc):
+                    log.warning("runc delete %s: %s", container.id, exc)
+
+        pending = asyncio.ensure_future(delete())
+        self._deleting[key] = pending
+
+        def done(future: asyncio.Future[None]) -> None:
+            if self._deleting.get(key) is future:
+                del self._deleting[key]
+
+        pending.add_done_callback(done)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) for the ``runc delete`` runs still
+        going on, so that the server does not leave state behind."""
+        pending = list(self._deleting.values())
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     async def cleanup(self, request: shim_pb2.DeleteRequest, namespace: str) -> Message:
         """``delete``'s call: the daemon lost this container's connection, so
@@ -780,19 +830,22 @@ def criu_errors(log_path: str) -> list[str]:
     return errors
 
 
-def _shares_pid_namespace(bundle: str) -> bool:
+def _spec_facts(bundle: str) -> tuple[bool, bool]:
     """Whether the bundle's spec gives the init no pid namespace of its own
-    (containerd's ``ShouldKillAllOnExit``; an unreadable spec counts as
-    shared, the safe side)."""
+    (containerd's ``ShouldKillAllOnExit``), and whether it has poststop
+    hooks; an unreadable spec counts as both, the safe side."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             spec = json.load(f)
         namespaces = spec.get("linux", {}).get("namespaces") or []
+        hooks = spec.get("hooks") or {}
+        poststop = bool(hooks.get("poststop")) if isinstance(hooks, dict) else True
     except (OSError, ValueError, AttributeError):
-        return True
-    return not any(
+        return True, True
+    shared = not any(
         isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path") for ns in namespaces
     )
+    return shared, poststop
 
 
 def _timestamp(time_ns: int) -> Any:

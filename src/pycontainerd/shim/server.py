@@ -40,6 +40,8 @@ log = logging.getLogger("pycontainerd.shim")
 IDLE_SECONDS = float(os.environ.get("PYCONTAINERD_SHIM_IDLE_SECONDS", "300"))
 #: How often an empty server looks for its daemon's socket.
 DAEMON_CHECK_SECONDS = 2.0
+#: The longest the leaving server waits for its last ``runc delete`` runs.
+SETTLE_SECONDS = 10.0
 #: The listening socket ``start`` passes.
 LISTEN_FD = 3
 
@@ -102,6 +104,7 @@ async def _serve(flags: dict[str, str]) -> None:
     # by a signal.
     await lifetime.done.wait()
     service.closing = True
+    await service.settle(SETTLE_SECONDS)
     if isinstance(path, str) and path:
         # Under the group's lock, so that a ``start`` either found this
         # server before it left or finds no socket (and spawns a new one).
