@@ -135,6 +135,9 @@ class Cgroup:
         m.memory_oom_control.oom_kill_disable = oom.get("oom_kill_disable", 0)
         m.memory_oom_control.under_oom = oom.get("under_oom", 0)
         m.memory_oom_control.oom_kill = oom.get("oom_kill", 0)
+        # Present even with no entries, as containerd's cgroups package sends
+        # it: dockerd reports a missing message's lists as null, not [].
+        m.blkio.SetInParent()
         for field, name in (
             (m.blkio.io_service_bytes_recursive, "io_service_bytes_recursive"),
             (m.blkio.io_serviced_recursive, "io_serviced_recursive"),
@@ -180,6 +183,7 @@ class Cgroup:
         events = _keyed(f"{base}/memory.events")
         for name in ("low", "high", "max", "oom", "oom_kill"):
             setattr(m.memory_events, name, events.get(name, 0))
+        m.io.SetInParent()  # present even when empty, as blkio in v1
         for line in _read(f"{base}/io.stat").splitlines():
             parts = line.split()
             if not parts or ":" not in parts[0]:
