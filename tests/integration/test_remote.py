@@ -1,0 +1,180 @@
+"""The embeddable daemon supervisor (``pycontainerd.remote``, issue 13 part 4)
+on our real daemon, our shim and real runc, with busybox containers.
+
+A :class:`Recorder` backend keeps every state change and drains every
+stream it is handed; tests wait on it for what a program embedding the
+daemon would see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pycontainerd import errdefs
+from pycontainerd.oci import spec as oci
+from pycontainerd.remote import (
+    Backoff,
+    EventType,
+    ProcessStreams,
+    Remote,
+    RemoteClient,
+    StateInfo,
+)
+from tests.integration.test_images_ctr_acceptance import build_oci_archive
+from tests.support import daemons, tasks
+
+pytestmark = pytest.mark.integration
+
+IMAGE = tasks.IMAGE
+#: Fast enough for tests: health every 0.1 s, restarts from 50 ms.
+FAST = {"health_interval": 0.1, "backoff": Backoff(initial=0.05, maximum=1.0)}
+RESTART_BACKOFF = Backoff(initial=0.05, maximum=0.2)
+
+
+@dataclass
+class Recorder:
+    """A backend that records state changes and reads every output stream."""
+
+    changes: list[tuple[str, StateInfo]] = field(default_factory=list)
+    output: dict[str, bytearray] = field(default_factory=dict)
+    stdins: dict[str, object] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def state_changed(self, container_id: str, info: StateInfo) -> None:
+        with self.cond:
+            self.changes.append((container_id, info))
+            self.cond.notify_all()
+
+    def attach_streams(self, process_id: str, streams: ProcessStreams) -> None:
+        buf = self.output.setdefault(process_id, bytearray())
+        if streams.stdin is not None:
+            self.stdins[process_id] = streams.stdin
+        for stream in (streams.stdout, streams.stderr):
+            if stream is not None:
+                threading.Thread(target=self._drain, args=(stream, buf), daemon=True).start()
+
+    def _drain(self, stream: object, buf: bytearray) -> None:
+        with stream:  # type: ignore[attr-defined]
+            while data := stream.read(4096):  # type: ignore[attr-defined]
+                with self.cond:
+                    buf.extend(data)
+                    self.cond.notify_all()
+
+    def states(self, container_id: str) -> list[EventType]:
+        with self.cond:
+            return [i.state for c, i in self.changes if c == container_id]
+
+    def infos(self, container_id: str, state: EventType) -> list[StateInfo]:
+        with self.cond:
+            return [i for c, i in self.changes if c == container_id and i.state == state]
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 20) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise AssertionError(f"not seen in {timeout}s: {self.changes}")
+
+    def wait_state(
+        self, container_id: str, state: EventType, count: int = 1, timeout: float = 20
+    ) -> StateInfo:
+        self.wait(lambda: len(self.infos(container_id, state)) >= count, timeout)
+        return self.infos(container_id, state)[count - 1]
+
+    def wait_output(self, process_id: str, text: bytes, timeout: float = 20) -> None:
+        self.wait(lambda: text in self.output.get(process_id, b""), timeout)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "oci.tar"
+    build_oci_archive(path, IMAGE, tasks.busybox_layer())
+    return path
+
+
+@contextlib.contextmanager
+def running_remote(**kwargs: object) -> Iterator[tuple[Remote, Path, list[str]]]:
+    """A Remote on a temp base; the namespaces a test adds to the list are
+    reaped after it, with the daemon stopped."""
+    namespaces: list[str] = []
+    with daemons.temp_base("rmt-") as base:
+        remote = Remote(base / "root", base / "state", debug=True, **{**FAST, **kwargs})  # type: ignore[arg-type]
+        try:
+            yield remote, base, namespaces
+        finally:
+            remote.cleanup()
+            tasks.reap(remote.address, namespaces, base)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[Remote, Path, list[str]]]:
+    with running_remote() as it:
+        yield it
+
+
+def new_client(
+    remote: Remote, namespaces: list[str], archive: Path, backend: Recorder | None = None
+) -> tuple[RemoteClient, Recorder, str]:
+    ns = tasks.namespace()
+    namespaces.append(ns)
+    recorder = backend or Recorder()
+    client = remote.client(recorder, namespace=ns, backoff=RESTART_BACKOFF)
+    with open(archive, "rb") as f:
+        client.containerd.import_archive(f)
+    return client, recorder, ns
+
+
+@pytest.fixture
+def client(
+    shared: tuple[Remote, Path, list[str]], archive: Path
+) -> Iterator[tuple[RemoteClient, Recorder, str]]:
+    remote, _, namespaces = shared
+    made = new_client(remote, namespaces, archive)
+    try:
+        yield made
+    finally:
+        made[0].close()
+
+
+def spec(ns: str, cid: str, *args: str, terminal: bool = False) -> dict[str, object]:
+    opts = [oci.with_default_path_env, oci.with_process_args(*args)]
+    if terminal:
+        opts.append(oci.with_tty)
+    return oci.generate(ns, cid, *opts)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of a reaped shim's child counts as gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    return False
+
+
+def test_a_container_runs_and_its_output_and_exit_reach_the_backend(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    c.create("hello", spec(ns, "hello", "sh", "-c", "echo hello; exit 3"), image=IMAGE)
+    pid = c.start("hello")
+    start = rec.wait_state("hello", EventType.START_CONTAINER)
+    exit_ = rec.wait_state("hello", EventType.EXIT)
+    assert start.pid == pid == exit_.pid
+    assert (exit_.exit_code, exit_.oom_killed, exit_.process_id) == (3, False, "init")
+    assert exit_.exited_at is not None
+    rec.wait_output("hello", b"hello\n")
+    assert rec.states("hello") == [EventType.START_CONTAINER, EventType.EXIT]
+    c.delete("hello")
+    with pytest.raises(errdefs.NotFound):
+        c.containerd.load_container("hello")
