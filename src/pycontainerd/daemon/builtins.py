@@ -27,6 +27,8 @@ MODULES = (
     "pycontainerd.services.introspection",
     "pycontainerd.services.streaming",
     "pycontainerd.services.transfer",
+    # The restart monitor (io.containerd.internal.v1), over the local services.
+    "pycontainerd.services.restart",
     # ... and containerd's API over them (io.containerd.grpc.v1).
     "pycontainerd.edge.api.version",
     "pycontainerd.edge.api.health",
