@@ -16,6 +16,7 @@ import ipaddress
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -541,6 +542,13 @@ def _cni() -> Any:
     return cni
 
 
+def bridge_ports(bridge: str) -> list[str]:
+    shown = subprocess.run(
+        ["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True, check=True
+    )
+    return shown.stdout.splitlines()
+
+
 def test_setup_and_remove_network_through_the_facade(env: Env, tmp_path: Path) -> None:
     cni = _cni()
     bridge = f"pysv{uuid.uuid4().hex[:8]}"
@@ -582,12 +590,23 @@ def test_setup_and_remove_network_through_the_facade(env: Env, tmp_path: Path) -
             assert str(address.ip) in out.getvalue().decode()
             allocated = [p.name for p in data_dir.rglob("*") if p.is_file()]
             assert str(address.ip) in allocated
+            assert len(list(netns_dir.iterdir())) == 1  # kept for the teardown
+            assert bridge_ports(bridge)  # the container's veth
+            # The host reaches it over the bridge: nothing listens, and the
+            # container's own stack says so (no route would time out instead).
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((str(address.ip), 9), timeout=5).close()
 
+            # Torn down after the task has gone: the kept namespace serves DEL.
+            service.stop_task(id, timeout=0.2, force=True)
             service.remove_network(task, id)
             service.remove_network(task, id)  # again: fine
             assert not [p for p in data_dir.rglob("*") if p.name == str(address.ip)]
-            assert not netns_dir.exists() or list(netns_dir.iterdir()) == []
+            assert list(netns_dir.iterdir()) == []
+            assert bridge_ports(bridge) == []
     finally:
+        with contextlib.suppress(errdefs.ContainerdError):
+            service.remove_network(None, id)  # a failed test leaves no netns mount
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
 
 

@@ -533,7 +533,11 @@ class AsyncDefaultService:
                 f"task of {errdefs.q(container_id)} has no pid: start it first"
             )
         network = await self._loaded_network()
-        return await AsyncOffload.run(network.setup, container_id, task.pid)
+        # Named <namespace>-<id> for the plugins (ctr's full id): ids are
+        # unique only within a namespace.
+        return await AsyncOffload.run(
+            network.setup, container_id, task.pid, namespace=self._namespace()
+        )
 
     async def remove_network(self, task: HasPid | None, container_id: str) -> None:
         """Detach ``container_id`` from the network and release its address;
@@ -541,7 +545,7 @@ class AsyncDefaultService:
         have exited: CNI's DEL runs in the namespace kept for it."""
         check_container_id(container_id)
         network = await self._loaded_network()
-        await AsyncOffload.run(network.remove, container_id)
+        await AsyncOffload.run(network.remove, container_id, namespace=self._namespace())
 
     def resolve_conf_source(self, data_dir: str | os.PathLike[str]) -> Path:
         """The resolv.conf to give containers: systemd-resolved's when present,
@@ -790,3 +794,9 @@ async def mount_container_snapshot(
         service, info.snapshotter, info.snapshot_key, root=root
     )
     return AsyncMountedSnapshot(directory, info, unmount)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(service: AsyncDefaultService) -> AsyncService:
+        return service  # mypy checks that the default service is a Service

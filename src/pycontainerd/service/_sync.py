@@ -534,7 +534,11 @@ class DefaultService:
                 f"task of {errdefs.q(container_id)} has no pid: start it first"
             )
         network = self._loaded_network()
-        return Offload.run(network.setup, container_id, task.pid)
+        # Named <namespace>-<id> for the plugins (ctr's full id): ids are
+        # unique only within a namespace.
+        return Offload.run(
+            network.setup, container_id, task.pid, namespace=self._namespace()
+        )
 
     def remove_network(self, task: HasPid | None, container_id: str) -> None:
         """Detach ``container_id`` from the network and release its address;
@@ -542,7 +546,7 @@ class DefaultService:
         have exited: CNI's DEL runs in the namespace kept for it."""
         check_container_id(container_id)
         network = self._loaded_network()
-        Offload.run(network.remove, container_id)
+        Offload.run(network.remove, container_id, namespace=self._namespace())
 
     def resolve_conf_source(self, data_dir: str | os.PathLike[str]) -> Path:
         """The resolv.conf to give containers: systemd-resolved's when present,
@@ -791,3 +795,9 @@ def mount_container_snapshot(
         service, info.snapshotter, info.snapshot_key, root=root
     )
     return MountedSnapshot(directory, info, unmount)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(service: DefaultService) -> Service:
+        return service  # mypy checks that the default service is a Service
