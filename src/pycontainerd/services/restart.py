@@ -178,8 +178,13 @@ class RestartMonitor:
             if self._closing:
                 break
             await asyncio.sleep(min(MIN_PASS_GAP, self.interval))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), ended + self.interval - loop.time())
+            # A timer, not wait_for: that would start a task per wait, and
+            # code that checks it leaves no task behind would see ours.
+            timer = loop.call_at(ended + self.interval, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     async def _watch(self) -> None:
         """Wake the loop on every task exit."""
