@@ -4,8 +4,9 @@ Every test runs on a network of its own: a private conf dir naming a bridge
 ``pyct<random>`` on an unused ``10.213.<random>.0/24``, host-local's
 allocations in a private ``dataDir`` (never the host's /var/lib/cni), and
 the library's namespaces and caches under the test's temp dir.  The bridge
-and whatever a failed test left (namespace mounts, veths) are removed at
-the end.
+and whatever a failed test left (namespace mounts, veths, portmap's
+iptables chains) are removed at the end, and IPv4 forwarding (which the
+bridge plugin turns on for a gateway) is set back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import io
 import json
 import os
 import random
+import shlex
+import shutil
 import subprocess
 import tarfile
 import time
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pycontainerd import cni
+from pycontainerd import cni, errdefs
 from tests.integration._cli import Cli, table
 from tests.integration.test_images_ctr_acceptance import build_oci_archive
 from tests.support import tasks
@@ -36,6 +39,7 @@ IMAGE = "docker.io/library/cni:test"
 APPLETS = ("sh", "sleep", "ping", "ip", "cat", "true", "echo", "nc")
 BUSYBOX = "/bin/busybox"
 PLUGIN_DIR = "/usr/lib/cni"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 def _layer() -> bytes:
@@ -150,9 +154,12 @@ def net(tmp_path: Path) -> Iterator[PrivateNet]:
         ],
     }
     (test_net.conf_dir / "10-test.conflist").write_text(json.dumps(conflist))
+    # The bridge plugin turns forwarding on for a gateway; the host gets its setting back.
+    forwarding = IP_FORWARD.read_text()
     try:
         yield test_net
     finally:
+        IP_FORWARD.write_text(forwarding)
         for point in _mounts_under(tmp_path):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", test_net.bridge], capture_output=True, check=False)
@@ -263,3 +270,75 @@ def test_pyctr_run_cni_without_a_config_fails_clearly(pyctr: Cli, tmp_path: Path
     assert proc.returncode == 1
     assert "no network config found in" in proc.stderr
     assert table(pyctr("containers", "ls", "-q").stdout) == []
+
+
+def _nat_rules() -> str:
+    return subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+
+
+def _remove_idle_portmap_chains() -> None:
+    """portmap's shared chains and their jumps, once no container's DNAT is left.
+
+    The plugin makes them on first use and never removes them; a test must
+    not leave them behind on the host.  A concurrent user's chains
+    (``CNI-DN-...``) keep them in place.
+    """
+    rules = _nat_rules()
+    if ":CNI-DN-" in rules:
+        return
+    for line in rules.splitlines():
+        if line.startswith("-A ") and "-j CNI-HOSTPORT-" in line and not line.startswith("-A CNI-"):
+            subprocess.run(["iptables", "-t", "nat", "-D", *shlex.split(line)[1:]],
+                           capture_output=True, check=False)  # fmt: skip
+    for chain in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
+        subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True, check=False)
+        subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True, check=False)
+
+
+def test_portmap_forwards_a_host_port_and_remove_takes_its_rules(
+    pyctr: Cli, net: PrivateNet
+) -> None:
+    if shutil.which("iptables") is None:
+        pytest.fail("iptables is not installed (make deps installs it)")
+    network = net.load()
+    ns = pyctr.namespace
+    assert ns is not None
+    host_port = random.randrange(20000, 40000)
+    gateway = f"{net.prefix}1"
+    try:
+        pyctr("run", "-d", IMAGE, "srv", "nc", "-ll", "-p", "8080", "-e", "echo", "pong")
+        result = network.setup("srv", _pid(pyctr, "srv"), namespace=ns,
+                               port_mappings=[cni.PortMapping(host_port, 8080)])  # fmt: skip
+        assert f'id: \\"{ns}-srv\\"' in _nat_rules()
+        deadline = time.monotonic() + 15
+        while True:
+            reply = subprocess.run([BUSYBOX, "nc", "-w", "3", gateway, str(host_port)],
+                                   input="", capture_output=True, text=True, timeout=30,
+                                   check=False)  # fmt: skip
+            if reply.stdout == "pong\n":
+                break
+            assert time.monotonic() < deadline, (reply, result)
+            time.sleep(0.2)
+        network.remove("srv", namespace=ns)
+        assert f"{ns}-srv" not in _nat_rules()
+        assert f"--dport {host_port}" not in _nat_rules()
+    finally:
+        network.remove("srv", namespace=ns)
+        pyctr("tasks", "rm", "-f", "srv", ok=False)
+        pyctr("containers", "rm", "srv", ok=False)
+        _remove_idle_portmap_chains()
+    assert "CNI-HOSTPORT" not in _nat_rules() or ":CNI-DN-" in _nat_rules()
+
+
+def test_setup_refuses_the_hosts_namespace_and_a_dead_pid(net: PrivateNet) -> None:
+    network = net.load()
+    with pytest.raises(errdefs.FailedPrecondition, match="host's network namespace"):
+        network.setup("hostnet", os.getpid())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with pytest.raises(errdefs.NotFound, match=f"process {dead.pid}"):
+        network.setup("gone", dead.pid)
+    assert not (net.root / "netns").exists() or list((net.root / "netns").iterdir()) == []
+    assert not (net.root / "cache").exists()
+    assert net.allocations() == []
