@@ -652,8 +652,9 @@ with DefaultService.from_env() as service:
 def _readme_block() -> str | None:
     """The example as README.md shows it, once the section is there."""
     readme = (ROOT / "README.md").read_text()
-    found = re.search(r"```python\n(.*?DefaultService\.from_env\(\).*?)```", readme, re.S)
-    return found.group(1) if found else None
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, re.S | re.M)
+    found = [b for b in blocks if "DefaultService.from_env()" in b]
+    return found[0] if found else None
 
 
 def test_the_readme_example_runs_as_written(env: Env) -> None:

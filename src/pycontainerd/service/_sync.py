@@ -406,8 +406,15 @@ class DefaultService:
     def delete_task(self, container_id: str, force: bool = False) -> int:
         """Delete the stopped task (``force`` kills it first); its exit status."""
         task = self._task(container_id)
-        status = task.delete(force=force)
-        self._tasks.pop((self._namespace(), container_id), None)
+        key = (self._namespace(), container_id)
+        try:
+            status = task.delete(force=force)
+        except errdefs.NotFound:
+            if self._tasks.pop(key, None) is not None and task.io is not None:
+                task.io.cancel()  # deleted behind our back: nothing more comes
+                task.io.close()
+            raise
+        self._tasks.pop(key, None)
         return status.code
 
     def _exec(
