@@ -43,10 +43,15 @@ class Engine:
     docker: dockerd.RunningDockerd
     image: str
 
-    def run_d(self, *command: str) -> str:
-        """``docker run -d`` under a unique name; the name."""
+    def run_d(self, *command: str, options: tuple[str, ...] = ()) -> str:
+        """``docker run -d`` under a unique name; the name.  A container
+        that ignores SIGTERM is killed 1s after it (on ``docker stop`` or
+        when dockerd shuts down), not 10s."""
         name = f"t-{uuid.uuid4().hex[:10]}"
-        self.docker.docker("run", "-d", "--network", "none", "--name", name, self.image, *command)
+        self.docker.docker(
+            "run", "-d", "--network", "none", "--stop-timeout", "1", "--name", name,
+            *options, self.image, *command,
+        )  # fmt: skip
         return name
 
     def ours(self) -> Client:
@@ -68,12 +73,12 @@ def image_ref() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def engine(shim: str, image: str) -> Iterator[Engine]:
+def engine(shim: str, image: str, *, live_restore: bool = False) -> Iterator[Engine]:
     """Our daemon on ``shim``, dockerd on it, the image pulled; everything
     (containers, dockerd, shims, runc state, mounts) gone on exit."""
     with (
         tasks.daemon(tasks.shim_config(shim), [dockerd.NAMESPACE]) as ours,
-        dockerd.dockerd(ours.address) as docker,
+        dockerd.dockerd(ours.address, live_restore=live_restore) as docker,
     ):
         ours.sockets.add(_our_shim_socket(ours.address))
         docker.docker("pull", "-q", image, timeout=120)
@@ -231,6 +236,64 @@ def test_rm_force_removes_a_running_container_from_our_daemon(env: Engine) -> No
     with env.ours() as client:
         assert client.list_containers() == []
         assert client.tasks.list() == []
+
+
+def test_stats_come_from_our_daemon_in_containerds_shape(env: Engine) -> None:
+    name = env.run_d("sleep", "1000")
+
+    stats = env.docker.api(f"/containers/{name}/stats?stream=false")
+
+    assert isinstance(stats, dict)
+    assert stats["pids_stats"]["current"] == 1
+    assert stats["memory_stats"]["usage"] > 0
+    assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+    # Lists, not null, even with no block I/O: dockerd copies what it gets.
+    assert all(value == [] or isinstance(value, list) for value in stats["blkio_stats"].values())
+    assert env.docker.docker("top", name).stdout.splitlines()[1].endswith("sleep 1000")
+    env.docker.docker("rm", "-f", name)
+
+
+def test_restart_always_container_comes_back_after_dockerd_restarts(env: Engine) -> None:
+    plain = env.run_d("sleep", "1000")
+    name = env.run_d("sleep", "1000", options=("--restart", "always"))
+    old_pid = env.docker.state(name)["Pid"]
+
+    env.docker.restart()  # no live restore: dockerd stops its containers as it goes
+
+    _wait_state(env, name, "Running", True)
+    assert env.docker.state(name)["Pid"] != old_pid
+    assert env.docker.state(plain)["Status"] == "exited"
+    assert env.docker.docker("exec", name, "echo", "back").stdout == "back\n"
+    with env.ours() as client:
+        [task] = client.tasks.list()
+        assert task.id == env.docker.inspect(name)["Id"]
+    env.docker.docker("rm", "-f", name, plain)
+
+
+@pytest.mark.parametrize("shim", tasks.SHIMS)
+def test_live_restore_keeps_containers_on_our_daemon_across_a_dockerd_restart(
+    shim: str, image_ref: str
+) -> None:
+    with engine(shim, image_ref, live_restore=True) as env:
+        ticker = env.run_d("sh", "-c", "while true; do echo tick; sleep 0.1; done")
+        quitter = env.run_d("sh", "-c", "sleep 0.5; exit 4")
+        pid = env.docker.state(ticker)["Pid"]
+
+        env.docker.restart(down_for=1)  # the quitter exits while dockerd is down
+
+        assert env.docker.state(ticker)["Pid"] == pid
+        assert env.docker.state(ticker)["Running"] is True
+        _wait_state(env, quitter, "Status", "exited")
+        assert env.docker.state(quitter)["ExitCode"] == 4
+        assert env.docker.docker("exec", ticker, "echo", "x").stdout == "x\n"
+        # The restored container's output still reaches its log (fifos reopened).
+        before = env.docker.docker("logs", ticker).stdout.count("tick")
+        deadline = time.monotonic() + 10
+        while env.docker.docker("logs", ticker).stdout.count("tick") <= before:
+            assert time.monotonic() < deadline, "no output after the restore"
+            time.sleep(0.1)
+        env.docker.docker("stop", "-t", "1", ticker)
+        assert env.docker.state(ticker)["Status"] == "exited"
 
 
 @pytest.mark.parametrize("shim", tasks.SHIMS)

@@ -20,9 +20,11 @@ both daemons with the same helper.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ class RunningDockerd:
     containerd_address: str
     process: subprocess.Popen[bytes]
     log: Path
+    args: list[str]
 
     @property
     def socket(self) -> Path:
@@ -65,6 +68,29 @@ class RunningDockerd:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def restart(self, *, down_for: float = 0, timeout: float = 60) -> None:
+        """Stop dockerd (SIGTERM: without ``--live-restore`` it stops its
+        containers first) and, ``down_for`` seconds later, start it again on
+        the same paths."""
+        daemons.stop(self.process, timeout=30)
+        time.sleep(down_for)
+        self.process = _spawn(self.args, self.log)
+        _wait_ready(self, timeout)
+
+    def api(self, path: str) -> object:
+        """GET ``path`` of the Engine API (``/containers/NAME/stats?stream=false``),
+        decoded from JSON."""
+        connection = _UnixHTTPConnection(str(self.socket))
+        try:
+            connection.request("GET", path, headers={"Host": "docker"})
+            response = connection.getresponse()
+            body = response.read(1 << 20)
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: {response.status} {body[:500]!r}")
+            return json.loads(body)
+        finally:
+            connection.close()
 
     def docker(
         self,
@@ -106,6 +132,17 @@ class RunningDockerd:
         return state
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("docker", timeout=30)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self._path)
+
+
 def available() -> str | None:
     """Why dockerd cannot run here (``None`` when it can)."""
     for binary in (DOCKERD, DOCKER):
@@ -114,10 +151,12 @@ def available() -> str | None:
     return None
 
 
-def dockerd_args(base: Path, containerd_address: str, *, storage_driver: str) -> list[str]:
+def dockerd_args(
+    base: Path, containerd_address: str, *, storage_driver: str, live_restore: bool = False
+) -> list[str]:
     """dockerd's command line with every path it writes under ``base``."""
     config = base / "daemon.json"
-    config.write_text(json.dumps(_CONFIG))
+    config.write_text(json.dumps({**_CONFIG, "live-restore": live_restore}))
     return [
         DOCKERD,
         "--config-file",
@@ -218,27 +257,46 @@ def _cleanup(running: RunningDockerd) -> None:
                 capture_output=True,
                 check=False,
             )
+    # With live restore dockerd leaves its data root bind-mounted on itself
+    # (and a killed one leaves layers and network namespaces mounted).
+    prefix = str(running.base) + "/"
+    points = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(prefix)
+    ]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
 
 @contextlib.contextmanager
-def dockerd(containerd_address: str, *, timeout: float = 60) -> Iterator[RunningDockerd]:
+def dockerd(
+    containerd_address: str, *, live_restore: bool = False, timeout: float = 60
+) -> Iterator[RunningDockerd]:
     """Run dockerd on ``containerd_address``; yields once its API answers.
 
     Storage is overlay2 where an overlay mount works on /tmp, vfs otherwise.
-    Raises :class:`DockerdFailed` when dockerd itself does not start.
+    ``live_restore`` keeps containers running while dockerd is down (and
+    restores them when it starts again).  Raises :class:`DockerdFailed` when
+    dockerd itself does not start.
     """
     reason = available()
     if reason is not None:
         raise DockerdFailed(reason)
     with daemons.temp_base("dkr-") as base:
         driver = "overlay2" if overlay_supported(base) else "vfs"
-        args = dockerd_args(base, containerd_address, storage_driver=driver)
+        args = dockerd_args(
+            base, containerd_address, storage_driver=driver, live_restore=live_restore
+        )
         log = base / "dockerd.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        running = RunningDockerd(base, containerd_address, process, log)
+        running = RunningDockerd(base, containerd_address, _spawn(args, log), log, args)
         try:
             _wait_ready(running, timeout)
             yield running
