@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,3 +177,43 @@ def test_a_container_runs_and_its_output_and_exit_reach_the_backend(
     c.delete("hello")
     with pytest.raises(errdefs.NotFound):
         c.containerd.load_container("hello")
+
+
+def test_a_killed_daemon_is_restarted_and_exits_across_it_are_still_reported(
+    archive: Path,
+) -> None:
+    with running_remote(oom_score=300) as (remote, _, namespaces):
+        c, rec, ns = new_client(remote, namespaces, archive)
+        for cid in ("stays", "dies-meanwhile"):
+            c.create(cid, spec(ns, cid, "sleep", "300"), image=IMAGE)
+        stays, dies = c.start("stays"), c.start("dies-meanwhile")
+        first = remote.pid
+        assert first is not None
+        assert Path(f"/proc/{first}/oom_score_adj").read_text().strip() == "300"
+
+        os.kill(first, signal.SIGKILL)
+        os.kill(dies, signal.SIGKILL)  # exits while no daemon listens
+        killed = time.monotonic()
+        exit_ = rec.wait_state("dies-meanwhile", EventType.EXIT, timeout=30)
+        assert time.monotonic() - killed < 15
+        assert (exit_.pid, exit_.exit_code) == (dies, 137)
+        assert remote.restarts == 1
+        second = remote.pid
+        assert second is not None and second != first
+        assert Path(f"/proc/{second}/oom_score_adj").read_text().strip() == "300"
+
+        # The live one is still followed: its exit comes from the new daemon's events.
+        assert alive(stays)
+        assert c.get_pids("stays") == [stays]
+        c.signal("stays", "SIGKILL")
+        assert rec.wait_state("stays", EventType.EXIT).exit_code == 137
+        assert rec.states("stays") == [EventType.START_CONTAINER, EventType.EXIT]
+        assert rec.states("dies-meanwhile") == [EventType.START_CONTAINER, EventType.EXIT]
+        # A second crash is survived as well, and new containers run after it.
+        os.kill(second, signal.SIGKILL)
+        tasks.wait_for(lambda: remote.restarts == 2 and remote.pid != second, timeout=20)
+        remote.wait_serving(30)
+        c.create("after", spec(ns, "after", "echo", "after"), image=IMAGE)
+        c.start("after")
+        assert rec.wait_state("after", EventType.EXIT).exit_code == 0
+        rec.wait_output("after", b"after\n")

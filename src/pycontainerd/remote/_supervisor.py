@@ -25,6 +25,7 @@ and so the containers, are processes of their own and outlive it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -56,10 +57,13 @@ log = logging.getLogger(__name__)
 
 #: gRPC's own reconnect backoff grows to two minutes; a client of a daemon
 #: that was restarted must find it again within a second.
+#: And a call made while the daemon restarts waits for it (up to the
+#: client's timeout) instead of failing at once.
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.service_config", json.dumps({"methodConfig": [{"name": [{}], "waitForReady": True}]})),
 )
 #: Consecutive failed health checks of a live daemon process before it is
 #: taken for hung and restarted.
@@ -81,7 +85,9 @@ class Remote:
 
     The keyword-only settings tune the watch: a health check every
     ``health_interval`` seconds, restarts after ``backoff``, ``start_timeout``
-    for the daemon to serve, ``stop_timeout`` from SIGTERM to SIGKILL.
+    for the daemon to serve, ``stop_timeout`` from SIGTERM to SIGKILL; and
+    the clients' calls wait up to ``call_timeout`` seconds for an answer
+    (for the daemon to be back, if it is restarting).
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class Remote:
         backoff: Backoff = Backoff(initial=0.5, maximum=10.0),  # noqa: B008 -- frozen
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
+        call_timeout: float = 60.0,
     ) -> None:
         self.root = Path(root).absolute()
         self.state = Path(state).absolute()
@@ -113,7 +120,7 @@ class Remote:
             )
         if oom_score is not None and not -1000 <= oom_score <= 1000:
             raise errdefs.InvalidArgument(f"oom score {oom_score} is not in [-1000, 1000]")
-        if health_interval <= 0 or start_timeout <= 0 or stop_timeout < 0:
+        if health_interval <= 0 or start_timeout <= 0 or stop_timeout < 0 or call_timeout <= 0:
             raise errdefs.InvalidArgument("health_interval and the timeouts must be positive")
         if in_process and not start_daemon:
             raise errdefs.InvalidArgument("in_process runs the daemon: start_daemon must be set")
@@ -128,6 +135,7 @@ class Remote:
         self.backoff = backoff
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.call_timeout = call_timeout
         #: How many times the daemon was restarted after it died or hung.
         self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -213,8 +221,10 @@ class Remote:
         self._process = process
         log.info("started pycontainerd", extra={"pid": process.pid, "address": self.address})
         if self.oom_score is not None:
-            with contextlib.suppress(OSError):
+            try:
                 Path(f"/proc/{process.pid}/oom_score_adj").write_text(str(self.oom_score))
+            except OSError as exc:  # lowering it needs CAP_SYS_RESOURCE
+                log.warning("could not set the oom score of pycontainerd: %s", exc)
         deadline = time.monotonic() + self.start_timeout
         while not self._serving(timeout=1.0):
             if process.poll() is not None:
@@ -336,6 +346,7 @@ class Remote:
 
     def connect(self, namespace: str = namespaces.DEFAULT, **kwargs: Any) -> Client:
         """A client of the daemon: over its socket, or its in-process channel."""
+        kwargs.setdefault("timeout", self.call_timeout)
         if self._embedded is not None:
             return Client(self.address, namespace, channel=self._embedded.channel(), **kwargs)
         options = [*CHANNEL_OPTIONS, *kwargs.pop("options", ())]
@@ -376,8 +387,10 @@ class Remote:
             clients = list(self._clients)
         if self._monitor is not None:
             self._monitor.join()
+        # A dead daemon cannot kill anything; its calls would only wait.
+        serving = self._embedded is not None or self._serving(timeout=1.0)
         for client in clients:
-            if not self.live_restore:
+            if not self.live_restore and serving:
                 try:
                     client.kill_all()
                 except errdefs.ContainerdError as exc:
