@@ -342,3 +342,33 @@ def test_setup_refuses_the_hosts_namespace_and_a_dead_pid(net: PrivateNet) -> No
     assert not (net.root / "netns").exists() or list((net.root / "netns").iterdir()) == []
     assert not (net.root / "cache").exists()
     assert net.allocations() == []
+
+
+def test_run_d_cni_keeps_the_network_and_a_new_run_of_the_id_clears_it(
+    pyctr: Cli, net: PrivateNet
+) -> None:
+    ns = str(pyctr.namespace)
+    env = {**os.environ, "CNI_CONF_DIR": str(net.conf_dir), "CNI_PATH": PLUGIN_DIR}
+    base = [pyctr.binary, "-a", pyctr.address, "-n", ns, "run", "--cni"]
+    netns = Path(cni.DEFAULT_NETNS_DIR, f"pycontainerd-{ns}-det")
+    try:
+        subprocess.run([*base, "-d", IMAGE, "det", "sleep", "300"], check=True, env=env,
+                       capture_output=True, timeout=60)  # fmt: skip
+        assert netns.exists() and len(net.allocations()) == 1
+        # As ctr: removing a detached container leaves its network behind...
+        _kill_and_delete(pyctr, "det")
+        pyctr("containers", "rm", "det")
+        assert netns.exists() and len(net.allocations()) == 1
+        # ...until the id is run with --cni again.
+        proc = subprocess.run([*base, "--rm", IMAGE, "det", "ip", "-o", "-4", "addr"],
+                              env=env, capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert f"inet {net.prefix}" in proc.stdout
+        assert not netns.exists()
+        assert net.allocations() == []
+        assert net.veths() == []
+    finally:
+        pyctr("tasks", "rm", "-f", "det", ok=False)
+        pyctr("containers", "rm", "det", ok=False)
+        cni.Network.load(net.conf_dir, (PLUGIN_DIR,)).remove("det", namespace=ns)

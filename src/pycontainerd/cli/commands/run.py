@@ -12,7 +12,8 @@ configuration file in ``$CNI_CONF_DIR`` (default ``/etc/cni/net.d``), with
 plugins from ``$CNI_PATH`` (``:``-separated, default ``/usr/lib/cni`` then
 ``/opt/cni/bin``): set up after the task is created and before it starts,
 removed when pyctr has waited for it (not with ``-d``: as ctr, a detached
-task's network stays until it is removed with :mod:`pycontainerd.cni`).
+task's network stays until it is removed with :mod:`pycontainerd.cni`, or
+until ``run --cni`` makes a container of that id again).
 The plugins see the container as ``<namespace>-<id>``.
 """
 
@@ -99,6 +100,11 @@ def command(g: Globals, /, args: tuple[str, ...], **opts: Any) -> int:
         if opts["pid_file"]:
             Path(opts["pid_file"]).write_text(str(task.pid))
         if network is not None:
+            # The container was made just now, so whatever its id left on
+            # the network (a `run -d --cni` whose container was removed
+            # without its network) is stale: take it away, or setup would
+            # find its namespace file and refuse.
+            network.remove(container.id, namespace=g.namespace)
             network.setup(container.id, task.pid, namespace=g.namespace)
         task.start()
         if detach:
