@@ -217,3 +217,89 @@ def test_a_killed_daemon_is_restarted_and_exits_across_it_are_still_reported(
         c.start("after")
         assert rec.wait_state("after", EventType.EXIT).exit_code == 0
         rec.wait_output("after", b"after\n")
+
+
+def test_every_client_method_on_a_running_container(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    script = 'read line; echo "got $line"; exec sleep 300'
+    c.create("web", spec(ns, "web", "sh", "-c", script), image=IMAGE, labels={"app": "web"})
+    assert c.containerd.load_container("web").labels()["app"] == "web"
+    pid = c.start("web", with_stdin=True)
+    stdin = rec.stdins["web"]
+    stdin.write(b"ping\n")  # type: ignore[attr-defined]
+    rec.wait_output("web", b"got ping\n")
+
+    c.pause("web")
+    assert rec.wait_state("web", EventType.PAUSE).pid == pid
+    c.resume("web")
+    assert rec.wait_state("web", EventType.RESUME).pid == pid
+
+    assert c.get_pids("web") == [pid]
+    assert [p.pid for p in c.summary("web")] == [pid]
+    stats = c.stats("web")
+    assert stats.type_url.startswith("io.containerd.cgroups.")
+    assert stats.data
+    c.update_resources("web", {"memory": {"limit": 64 << 20}})
+
+    # An exec with its own output, and one with a terminal that is resized.
+    exec_spec = {**c.containerd.load_container("web").spec()["process"]}
+    exec_pid = c.add_process("web", "say", {**exec_spec, "args": ["sh", "-c", "echo said; exit 4"]})
+    started = rec.wait_state("web", EventType.START_PROCESS)
+    assert (started.pid, started.process_id) == (exec_pid, "say")
+    ended = rec.wait_state("web", EventType.EXIT_PROCESS)
+    assert (ended.pid, ended.exit_code, ended.process_id) == (exec_pid, 4, "say")
+    rec.wait_output("say", b"said\n")
+
+    tty_spec = {**exec_spec, "args": ["sleep", "300"], "terminal": True}
+    tty_pid = c.add_process("web", "tty", tty_spec)
+    c.resize("web", "tty", 120, 40)
+    assert tty_pid in c.get_pids("web")
+    c.signal_process("web", "tty", "SIGKILL")
+    ended = rec.wait_state("web", EventType.EXIT_PROCESS, count=2)
+    assert (ended.process_id, ended.exit_code) == ("tty", 137)
+
+    with pytest.raises(errdefs.FailedPrecondition):
+        c.delete("web")
+    c.signal("web", signal.SIGKILL)
+    exit_ = rec.wait_state("web", EventType.EXIT)
+    assert (exit_.pid, exit_.exit_code) == (pid, 137)
+    assert rec.states("web") == [
+        EventType.START_CONTAINER,
+        EventType.PAUSE,
+        EventType.RESUME,
+        EventType.START_PROCESS,
+        EventType.EXIT_PROCESS,
+        EventType.START_PROCESS,
+        EventType.EXIT_PROCESS,
+        EventType.EXIT,
+    ]
+    with pytest.raises(errdefs.NotFound):
+        c.get_pids("web")
+    c.delete("web")
+    assert c.containerd.list_containers() == []
+    stdin.close()  # type: ignore[attr-defined]
+
+
+def test_an_out_of_memory_container_is_reported_oom_then_exited(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    hog = "a=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived"
+    hog_spec = oci.generate(
+        ns,
+        "hog",
+        oci.with_default_path_env,
+        oci.with_process_args("sh", "-c", hog),
+        oci.with_memory_limit(16 << 20),
+    )
+    c.create("hog", hog_spec, image=IMAGE)
+    c.start("hog")
+    exit_ = rec.wait_state("hog", EventType.EXIT)
+    assert (exit_.exit_code, exit_.oom_killed) == (137, True)
+    states = rec.states("hog")
+    assert states[0] == EventType.START_CONTAINER
+    assert states[-1] == EventType.EXIT
+    assert set(states[1:-1]) == {EventType.OOM}  # the kernel's every OOM kill
+    assert b"survived" not in rec.output["hog"]
