@@ -100,3 +100,21 @@ def test_empty_or_missing_directory_is_not_found(tmp_path: Path) -> None:
         cni.load_dir(tmp_path / "missing")
     with pytest.raises(errdefs.NotFound):
         cni.Network.load(tmp_path)
+
+
+def test_pyctr_reads_its_network_from_cni_conf_dir_and_cni_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycontainerd.cli.commands import run
+
+    (tmp_path / "10-a.conflist").write_text(json.dumps(conflist(name="fromenv")))
+    monkeypatch.setenv("CNI_CONF_DIR", str(tmp_path))
+    monkeypatch.setenv("CNI_PATH", "/x/bin::/y/bin")
+    network = run._cni_network()
+    assert (network.name, network.bin_dirs) == ("fromenv", ("/x/bin", "/y/bin"))
+    assert network.netns_dir == Path(cni.DEFAULT_NETNS_DIR)
+    monkeypatch.delenv("CNI_PATH")
+    assert run._cni_network().bin_dirs == cni.DEFAULT_BIN_DIRS
+    monkeypatch.setenv("CNI_CONF_DIR", str(tmp_path / "none"))
+    with pytest.raises(errdefs.NotFound):
+        run._cni_network()
