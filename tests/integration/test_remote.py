@@ -303,3 +303,86 @@ def test_an_out_of_memory_container_is_reported_oom_then_exited(
     assert states[-1] == EventType.EXIT
     assert set(states[1:-1]) == {EventType.OOM}  # the kernel's every OOM kill
     assert b"survived" not in rec.output["hog"]
+
+
+def test_on_failure_2_restarts_twice_then_reports_the_exit(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    c.create("flaky", spec(ns, "flaky", "sh", "-c", "echo run; exit 3"), image=IMAGE,
+             restart_policy="on-failure:2")  # fmt: skip
+    c.start("flaky")
+    exit_ = rec.wait_state("flaky", EventType.EXIT)
+    assert exit_.exit_code == 3
+    time.sleep(0.5)  # no third restart comes
+    assert rec.states("flaky") == [
+        EventType.START_CONTAINER,
+        EventType.RESTART,
+        EventType.START_CONTAINER,
+        EventType.RESTART,
+        EventType.START_CONTAINER,
+        EventType.EXIT,
+    ]
+    assert [i.exit_code for i in rec.infos("flaky", EventType.RESTART)] == [3, 3]
+    starts = [i.pid for i in rec.infos("flaky", EventType.START_CONTAINER)]
+    assert len(set(starts)) == 3
+    assert rec.output["flaky"].count(b"run\n") == 3
+
+
+def test_on_failure_does_not_restart_a_clean_exit_and_no_never_restarts(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    c.create("clean", spec(ns, "clean", "true"), image=IMAGE, restart_policy="on-failure")
+    c.create("never", spec(ns, "never", "sh", "-c", "exit 1"), image=IMAGE, restart_policy="no")
+    c.start("clean")
+    c.start("never")
+    assert rec.wait_state("clean", EventType.EXIT).exit_code == 0
+    assert rec.wait_state("never", EventType.EXIT).exit_code == 1
+    time.sleep(0.5)
+    assert rec.states("clean") == rec.states("never") == [EventType.START_CONTAINER, EventType.EXIT]
+
+
+def test_always_restarts_until_the_user_stops_it(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    c.create("loop", spec(ns, "loop", "true"), image=IMAGE, restart_policy="always")
+    c.start("loop")
+    rec.wait_state("loop", EventType.RESTART, count=3)
+    c.stop("loop", timeout=5)
+    rec.wait_state("loop", EventType.EXIT)
+    time.sleep(0.5)
+    states = rec.states("loop")
+    assert states[-1] == EventType.EXIT
+    assert states.count(EventType.EXIT) == 1
+    assert set(states[:-1]) == {EventType.START_CONTAINER, EventType.RESTART}
+
+
+def test_unless_stopped_restarts_a_crash_but_not_a_stop_by_the_user(
+    client: tuple[RemoteClient, Recorder, str],
+) -> None:
+    c, rec, ns = client
+    c.create("svc", spec(ns, "svc", "sleep", "300"), image=IMAGE, restart_policy="unless-stopped")
+    pid = c.start("svc")
+    os.kill(pid, signal.SIGKILL)  # a crash: not the user's doing
+    restart = rec.wait_state("svc", EventType.RESTART)
+    assert (restart.pid, restart.exit_code) == (pid, 137)
+    again = rec.wait_state("svc", EventType.START_CONTAINER, count=2).pid
+    assert again != pid and alive(again)
+    c.signal("svc", "SIGKILL")  # the user's stop
+    exit_ = rec.wait_state("svc", EventType.EXIT)
+    assert (exit_.pid, exit_.exit_code) == (again, 137)
+    time.sleep(0.5)
+    assert rec.states("svc") == [
+        EventType.START_CONTAINER,
+        EventType.RESTART,
+        EventType.START_CONTAINER,
+        EventType.EXIT,
+    ]
+    # Started again by the user, it is restarted after a crash again.
+    third = c.start("svc")
+    os.kill(third, signal.SIGKILL)
+    rec.wait_state("svc", EventType.RESTART, count=2)
+    c.stop("svc", timeout=1)
+    rec.wait_state("svc", EventType.EXIT, count=2)
