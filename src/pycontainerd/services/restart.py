@@ -427,7 +427,7 @@ plugin.register(
         type=plugin.PluginType.INTERNAL,
         id=ID,
         init=_init,
-        requires=(plugin.PluginType.SERVICE,),
+        requires=(plugin.PluginType.EVENT, plugin.PluginType.SERVICE),
         config=RestartConfig,
     )
 )
