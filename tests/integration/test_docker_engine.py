@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,6 +137,66 @@ def test_run_rm_exit_code_and_stderr_propagate(env: Engine) -> None:
 
     assert result.returncode == 7
     assert "oops" in result.stderr
+
+
+def test_run_interactive_stdin_reaches_the_container_and_its_end_closes_it(env: Engine) -> None:
+    result = env.docker.docker(
+        "run", "-i", "--rm", "--network", "none", env.image, "cat", input="piped\nin\n"
+    )
+
+    assert result.stdout == "piped\nin\n"  # cat saw EOF: CloseIO reached the shim
+
+
+def _on_terminal(env: Engine, *args: str, rows: int = 33, columns: int = 111) -> tuple[int, str]:
+    """Run ``docker ARGS`` on a pseudo-terminal of ``rows`` x ``columns``;
+    its exit code and what it printed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen(
+        [dockerd.DOCKER, "-H", env.docker.host, *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        env={**os.environ, "DOCKER_CONFIG": str(env.docker.base / "client")},
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # EIO: the terminal's last holder closed it
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        return process.wait(10), output.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+
+
+def test_tty_run_and_exec_get_the_clients_terminal_size(env: Engine) -> None:
+    code, output = _on_terminal(
+        env, "run", "-it", "--rm", "--network", "none", env.image,
+        "sh", "-c", "sleep 0.5; busybox stty size; exit 3",
+    )  # fmt: skip
+
+    assert (code, output) == (3, "33 111\r\n")
+    name = env.run_d("sleep", "1000")
+    code, output = _on_terminal(
+        env, "exec", "-it", name, "sh", "-c", "sleep 0.5; busybox stty size; busybox tty",
+        rows=20, columns=70,
+    )  # fmt: skip
+    assert (code, output) == (0, "20 70\r\n/dev/pts/0\r\n")
+    env.docker.docker("rm", "-f", name)
 
 
 def test_run_d_runs_in_our_daemon_and_logs_show_its_output(env: Engine) -> None:

@@ -152,7 +152,12 @@ def available() -> str | None:
 
 
 def dockerd_args(
-    base: Path, containerd_address: str, *, storage_driver: str, live_restore: bool = False
+    base: Path,
+    containerd_address: str,
+    *,
+    storage_driver: str,
+    live_restore: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> list[str]:
     """dockerd's command line with every path it writes under ``base``."""
     config = base / "daemon.json"
@@ -180,6 +185,7 @@ def dockerd_args(
         storage_driver,
         "--log-level",
         "debug",
+        *extra_args,
     ]
 
 
@@ -278,13 +284,18 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 @contextlib.contextmanager
 def dockerd(
-    containerd_address: str, *, live_restore: bool = False, timeout: float = 60
+    containerd_address: str,
+    *,
+    live_restore: bool = False,
+    extra_args: tuple[str, ...] = (),
+    timeout: float = 60,
 ) -> Iterator[RunningDockerd]:
     """Run dockerd on ``containerd_address``; yields once its API answers.
 
     Storage is overlay2 where an overlay mount works on /tmp, vfs otherwise.
     ``live_restore`` keeps containers running while dockerd is down (and
-    restores them when it starts again).  Raises :class:`DockerdFailed` when
+    restores them when it starts again); ``extra_args`` go on its command
+    line (``--experimental``).  Raises :class:`DockerdFailed` when
     dockerd itself does not start.
     """
     reason = available()
@@ -293,7 +304,11 @@ def dockerd(
     with daemons.temp_base("dkr-") as base:
         driver = "overlay2" if overlay_supported(base) else "vfs"
         args = dockerd_args(
-            base, containerd_address, storage_driver=driver, live_restore=live_restore
+            base,
+            containerd_address,
+            storage_driver=driver,
+            live_restore=live_restore,
+            extra_args=extra_args,
         )
         log = base / "dockerd.log"
         running = RunningDockerd(base, containerd_address, _spawn(args, log), log, args)
