@@ -53,10 +53,19 @@ def ctr(daemon: tuple[tasks.Daemon, Cli]) -> Iterator[Cli]:
     cli = daemon[1]
     before = set(_ids(cli))
     yield cli
-    for id in set(_ids(cli)) - before:
+    left = set(_ids(cli)) - before
+    for id in left:
         cli("containers", "label", id, f"{STATUS}=", ok=False)
-        cli("tasks", "rm", "-f", id, ok=False)
-        cli("containers", "rm", id, ok=False)
+    # A start the monitor began before the label went may still create a
+    # task after the first removal: try again once it is done.
+    for _ in range(3):
+        for id in left:
+            cli("tasks", "rm", "-f", id, ok=False)
+            cli("containers", "rm", id, ok=False)
+        left &= set(_ids(cli))
+        if not left:
+            break
+        time.sleep(0.5)
 
 
 def _ids(ctr: Cli) -> list[str]:
