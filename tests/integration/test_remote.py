@@ -386,3 +386,94 @@ def test_unless_stopped_restarts_a_crash_but_not_a_stop_by_the_user(
     rec.wait_state("svc", EventType.RESTART, count=2)
     c.stop("svc", timeout=1)
     rec.wait_state("svc", EventType.EXIT, count=2)
+
+
+def test_a_new_client_restores_a_running_container_and_follows_it(
+    shared: tuple[Remote, Path, list[str]], archive: Path
+) -> None:
+    remote, _, namespaces = shared
+    first, rec1, ns = new_client(remote, namespaces, archive)
+    c_spec = spec(ns, "kept", "sh", "-c", "while true; do echo tick; sleep 0.1; done")
+    first.create("kept", c_spec, image=IMAGE, restart_policy="on-failure:1")
+    c_spec2 = spec(ns, "ends", "sleep", "300")
+    first.create("ends", c_spec2, image=IMAGE)
+    pid = first.start("kept")
+    ends = first.start("ends")
+    rec1.wait_output("kept", b"tick\n")
+    first.close()  # the embedding program goes away
+    os.kill(ends, signal.SIGKILL)  # and this one ends while nobody follows it
+
+    rec2 = Recorder()
+    second = remote.client(rec2, namespace=ns, backoff=RESTART_BACKOFF)
+    try:
+        assert second.restore("kept") == (True, pid)
+        assert rec2.states("kept") == [EventType.RESTORE]
+        rec2.output.get("kept", bytearray()).clear()
+        rec2.wait_output("kept", b"tick\n")  # its output reaches the new backend
+        assert second.restore("ends") == (False, ends)
+        exit_ = rec2.wait_state("ends", EventType.EXIT)
+        assert exit_.exit_code == 137
+        with pytest.raises(errdefs.NotFound):
+            second.restore("absent")
+        # The restored container keeps its restart policy.
+        os.kill(pid, signal.SIGKILL)
+        restart = rec2.wait_state("kept", EventType.RESTART)
+        assert (restart.pid, restart.exit_code) == (pid, 137)
+        again = rec2.wait_state("kept", EventType.START_CONTAINER).pid
+        second.stop("kept", timeout=1)
+        assert rec2.wait_state("kept", EventType.EXIT).pid == again
+        second.delete("kept")
+        second.delete("ends")
+    finally:
+        second.close()
+
+
+def test_cleanup_kills_and_deletes_the_tasks_and_stops_the_daemon(archive: Path) -> None:
+    with running_remote() as (remote, _, namespaces):
+        c, rec, ns = new_client(remote, namespaces, archive)
+        c.create("doomed", spec(ns, "doomed", "sleep", "300"), image=IMAGE,
+                 restart_policy="always")  # fmt: skip
+        pid = c.start("doomed")
+        daemon = remote.pid
+        assert daemon is not None
+        remote.cleanup()
+        assert not alive(pid)
+        assert not alive(daemon)
+        exit_ = rec.wait_state("doomed", EventType.EXIT)
+        assert exit_.exit_code == 137
+        assert rec.states("doomed") == [EventType.START_CONTAINER, EventType.EXIT]
+        with pytest.raises(errdefs.FailedPrecondition):
+            remote.client(Recorder())
+
+
+def test_cleanup_with_live_restore_leaves_containers_for_the_next_remote(archive: Path) -> None:
+    with running_remote(live_restore=True) as (remote, base, namespaces):
+        c, rec, ns = new_client(remote, namespaces, archive)
+        c.create("lives", spec(ns, "lives", "sleep", "300"), image=IMAGE)
+        pid = c.start("lives")
+        daemon = remote.pid
+        assert daemon is not None
+        remote.cleanup()
+        assert not alive(daemon)
+        assert alive(pid)
+        assert rec.states("lives") == [EventType.START_CONTAINER]
+
+        with Remote(base / "root", base / "state", **FAST) as again:  # type: ignore[arg-type]
+            rec2 = Recorder()
+            c2 = again.client(rec2, namespace=ns)
+            assert c2.restore("lives") == (True, pid)
+            c2.signal("lives", "KILL")
+            assert rec2.wait_state("lives", EventType.EXIT).exit_code == 137
+            c2.delete("lives")
+
+
+def test_in_process_runs_the_daemon_in_this_program(archive: Path) -> None:
+    with running_remote(in_process=True) as (remote, _, namespaces):
+        assert remote.pid is None
+        c, rec, ns = new_client(remote, namespaces, archive)
+        c.create("inproc", spec(ns, "inproc", "echo", "in-process"), image=IMAGE)
+        pid = c.start("inproc")
+        exit_ = rec.wait_state("inproc", EventType.EXIT)
+        assert (exit_.pid, exit_.exit_code) == (pid, 0)
+        rec.wait_output("inproc", b"in-process\n")
+        c.delete("inproc")

@@ -305,6 +305,14 @@ class RemoteClient:
             record = self._client.tasks.get(container_id)
         except errdefs.NotFound:
             return False, 0
+        if str(record.status) == "stopped":
+            task = container.task()
+            with self._lock:
+                c.task, c.pid, c.exited, c.closers = task, record.pid, False, []
+                c.manually_stopped = True  # what stopped while we were away stays stopped
+            self._init_exited(c.id, record.pid, record.exit_status, record.exited_at)
+            cio.load_fifos(record.io_config).close()
+            return False, record.pid
         streams: ProcessStreams | None = None
         closers: list[IO[bytes]] = []
         attach: cio.Attach | None = None
@@ -317,12 +325,6 @@ class RemoteClient:
         with self._lock:
             c.task, c.pid, c.exited, c.closers = task, record.pid, False, closers
             c.started_at = time.monotonic()
-            c.manually_stopped = True  # what stopped while we were away stays stopped
-        if str(record.status) == "stopped":
-            self._init_exited(c.id, record.pid, record.exit_status, record.exited_at)
-            return False, record.pid
-        with self._lock:
-            c.manually_stopped = False
         self._emit(c.id, StateInfo(EventType.RESTORE, record.pid))
         if streams is not None:
             self._call(self.backend.attach_streams, c.id, streams)
@@ -760,7 +762,7 @@ class RemoteClient:
                     c.timer.cancel()
                     c.timer = None
         for record in self._client.tasks.list():
-            container_id = record.container_id
+            container_id = record.id or record.container_id
             try:
                 task = self._client.load_container(container_id).task()
                 with contextlib.suppress(errdefs.FailedPrecondition):
@@ -781,10 +783,22 @@ class RemoteClient:
             return
         self._closed.set()
         with self._lock:
-            for c in self._containers.values():
+            containers = list(self._containers.values())
+            for c in containers:
                 if c.timer is not None:
                     c.timer.cancel()
         self._client.close()
+        # What still runs is left running; only this program's ends of its IO
+        # go: the copies stop, and the FIFOs stay for a restore() to reopen.
+        for c in containers:
+            with self._lock:
+                handles = [(c.task, c.closers), *((e.process, e.closers) for e in c.execs.values())]
+                c.closers, c.execs = [], {}
+            for process, closers in handles:
+                io = process.io if process is not None else None
+                if io is not None:
+                    io.cancel()
+                _close_all(closers)
         self._thread.join(10)
         self._remote._forget(self)
 
