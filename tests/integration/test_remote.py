@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -477,3 +479,102 @@ def test_in_process_runs_the_daemon_in_this_program(archive: Path) -> None:
         assert (exit_.pid, exit_.exit_code) == (pid, 0)
         rec.wait_output("inproc", b"in-process\n")
         c.delete("inproc")
+
+
+def test_runtime_path_and_args_are_the_runc_the_containers_run_with(
+    archive: Path, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    runtime = tmp_path / "my-runc"
+    runtime.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = --from-remote ] && shift\nexec runc "$@"\n'
+    )
+    runtime.chmod(0o755)
+    with running_remote(runtime_path=runtime, runtime_args=["--from-remote"]) as (
+        remote,
+        _,
+        namespaces,
+    ):
+        c, rec, ns = new_client(remote, namespaces, archive)
+        c.create("custom", spec(ns, "custom", "echo", "ran"), image=IMAGE)
+        c.start("custom")
+        assert rec.wait_state("custom", EventType.EXIT).exit_code == 0
+        rec.wait_output("custom", b"ran\n")
+        c.delete("custom")
+    lines = calls.read_text().splitlines()
+    assert any(line.startswith("--from-remote ") and " create " in line for line in lines)
+    assert all(line.startswith("--from-remote ") for line in lines)
+
+
+#: The README's example of ``pycontainerd.remote``, exactly as printed there.
+README_EXAMPLE = '''\
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from pycontainerd.oci import spec as oci
+from pycontainerd.remote import EventType, Remote
+
+
+class Backend:
+    """What the program does when its containers change state."""
+
+    def __init__(self):
+        self.done = threading.Event()
+
+    def state_changed(self, container_id, info):
+        print(container_id, info.state, info.exit_code)
+        if info.state == EventType.EXIT:
+            self.done.set()
+
+    def attach_streams(self, process_id, streams):
+        threading.Thread(target=self.show, args=(process_id, streams.stdout)).start()
+
+    def show(self, process_id, stdout):
+        with stdout:
+            for line in stdout:
+                print(process_id, "says", line.decode().strip())
+
+
+base = Path(tempfile.mkdtemp(prefix="app-", dir="/tmp"))
+(base / "rootfs" / "bin").mkdir(parents=True)
+shutil.copy("/bin/busybox", base / "rootfs" / "bin" / "busybox")
+
+backend = Backend()
+with Remote(base / "lib", base / "run") as remote:
+    client = remote.client(backend, namespace="hello-app")
+    client.containerd.import_rootfs(base / "rootfs", "local/hello:1")
+    spec = oci.generate(
+        "hello-app",
+        "hello",
+        oci.with_process_args("/bin/busybox", "sh", "-c", "echo hello; exit 3"),
+    )
+    client.create("hello", spec, image="local/hello:1", restart_policy="on-failure:1")
+    client.start("hello")
+    backend.done.wait(30)
+    client.delete("hello")
+shutil.rmtree(base)
+'''
+
+
+def test_the_readme_example_runs_as_written() -> None:
+    readme = Path(__file__).parents[2] / "README.md"
+    if "from pycontainerd.remote import" in readme.read_text():
+        assert README_EXAMPLE in readme.read_text()
+    done = subprocess.run(
+        [sys.executable, "-c", README_EXAMPLE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if "says" not in line] == [
+        "hello start-container 0",
+        "hello restart 3",
+        "hello start-container 0",
+        "hello exit 3",
+    ]
+    assert lines.count("hello says hello") == 2
