@@ -21,6 +21,9 @@ and when a stopped task is worth restarting:
                                            (set by whoever stops the container)
 =========================================  ==========================================
 
+As in containerd, ``on-failure`` never starts a container that has no
+task at all: with no task there is no exit status, which reads as 0.
+
 The client's container options that set them are in
 :mod:`pycontainerd.client.restart`.
 """

@@ -10,7 +10,7 @@ container being built or updated, for ``new_container`` and
         "web", with_new_snapshot("web", image), with_spec(spec),
         restart.with_status("running"),
         restart.with_file_log_uri("/var/log/web.log"),
-        restart.with_policy(restart.parse_policy("on-failure:3")),
+        restart.with_policy("unless-stopped"),
     )
 
 The daemon then creates and starts the container's task, and again
