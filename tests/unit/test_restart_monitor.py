@@ -314,3 +314,16 @@ async def test_closing_waits_for_a_pass_in_progress(world: World) -> None:
     await gate.wait()
     await monitor.aclose()
     assert world.tasks["slow"].status == Status.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10s", 10.0), ("200ms", 0.2), ("1m30s", 90.0), ("0", 10.0)]
+)
+def test_the_interval_is_a_go_duration_and_zero_is_the_default(text: str, seconds: float) -> None:
+    assert restart_service.parse_interval(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["soon", "10", "-1s", ""])
+def test_a_bad_interval_fails_the_plugin(text: str) -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        restart_service.parse_interval(text)

@@ -60,6 +60,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "RestartConfig",
     "RestartMonitor",
+    "parse_interval",
 ]
 
 log = logging.getLogger(__name__)
@@ -398,16 +399,22 @@ def _log_io(change: _Change) -> IO:
     return IO()
 
 
-def _init(ctx: plugin.InitContext) -> RestartMonitor:
-    config = ctx.config if isinstance(ctx.config, RestartConfig) else RestartConfig()
+def parse_interval(text: str) -> float:
+    """The config's interval in seconds; ``0`` means the default, as in containerd."""
     try:
-        interval = parse_duration(config.interval)
+        interval = parse_duration(text)
     except ValueError as exc:
         raise errdefs.InvalidArgument(f"restart monitor config: interval: {exc}") from None
     if interval < 0:
         raise errdefs.InvalidArgument(
-            f"restart monitor config: interval {errdefs.q(config.interval)} is negative"
+            f"restart monitor config: interval {errdefs.q(text)} is negative"
         )
+    return interval or DEFAULT_INTERVAL
+
+
+def _init(ctx: plugin.InitContext) -> RestartMonitor:
+    config = ctx.config if isinstance(ctx.config, RestartConfig) else RestartConfig()
+    interval = parse_interval(config.interval)
     ctx.capabilities.extend(labels.POLICIES)
     service = plugin.PluginType.SERVICE
     monitor = RestartMonitor(
