@@ -17,6 +17,7 @@ to :mod:`pycontainerd.cni`, loaded on first use.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import logging
 import os
@@ -75,6 +76,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("pycontainerd.service")
+
+#: What keeps a snapshot from garbage collection while nothing refers to it.
+LABEL_GC_ROOT = "containerd.io/gc.root"
 
 # How often a stop looks at the task while it waits for the exit: the first
 # look soon (most tasks exit at once), then no more than ten a second.
@@ -503,14 +507,18 @@ class AsyncDefaultService:
         labels: Mapping[str, str] | None = None,
     ) -> list[Mount]:
         """A new active snapshot ``key`` on ``parent`` (a committed one; "" for
-        an empty one); the mounts that make it a directory."""
-        return await self.client.snapshot_service(snapshotter).prepare(key, parent, labels)
+        an empty one); the mounts that make it a directory.  Like ctr's, it
+        is labelled ``containerd.io/gc.root``, so garbage collection keeps
+        it until :meth:`remove_snapshot`."""
+        service = self.client.snapshot_service(snapshotter)
+        return await service.prepare(key, parent, _gc_root(labels))
 
     async def commit_snapshot(
         self, snapshotter: str, name: str, key: str, labels: Mapping[str, str] | None = None
     ) -> None:
-        """Commit the active snapshot ``key`` as ``name`` (``key`` is gone after)."""
-        await self.client.snapshot_service(snapshotter).commit(name, key, labels)
+        """Commit the active snapshot ``key`` as ``name`` (``key`` is gone
+        after); labelled ``containerd.io/gc.root`` as :meth:`prepare_snapshot`."""
+        await self.client.snapshot_service(snapshotter).commit(name, key, _gc_root(labels))
 
     async def list_snapshots(self, snapshotter: str, *filters: str) -> list[Info]:
         return await self.client.snapshot_service(snapshotter).list(*filters)
@@ -560,6 +568,13 @@ class AsyncDefaultService:
         from pycontainerd import cni
 
         return cni.resolve_conf_source(data_dir)
+
+
+def _gc_root(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """``labels`` with the label that makes a snapshot a garbage collection
+    root (the time, as ctr writes it), unless they set it themselves."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {LABEL_GC_ROOT: stamp, **(labels or {})}
 
 
 def _task_info(record: ProcessRecord) -> TaskInfo:
