@@ -352,6 +352,14 @@ def test_exec_task_streaming_sends_stdin_and_reads_stdout(env: Env) -> None:
             assert s.read_stderr() == b"bye\n"
             assert s.wait() == 0
 
+        # More than a pipe holds: the process waits for the reader, nothing is lost.
+        line = "0123456789" * 10
+        script = f"i=0; while [ $i -lt 3000 ]; do echo {line}; i=$((i+1)); done"
+        with service.exec_task_streaming(id, ExecTaskRequest(["sh", "-c", script])) as s:
+            s.close_stdin()
+            assert s.read_stdout() == f"{line}\n".encode() * 3000
+            assert s.wait() == 0
+
         # close() kills a process still running and leaves nothing behind.
         session = service.exec_task_streaming(id, ExecTaskRequest(["sleep", "100"]))
         pid = session.pid
