@@ -243,6 +243,48 @@ def _shim_pids(containerd_address: str) -> list[int]:
     return pids
 
 
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :][:1] != b"Z"
+
+
+def _stop_shims(containerd_address: str, timeout: float = 5) -> None:
+    """End the shims left on ``containerd_address`` in dockerd's namespace.
+
+    Ours lingers idle after its last container (for the next one): SIGTERM
+    ends it at once and it removes its socket, log and lock in
+    /run/containerd/s as it goes; whatever does not go in ``timeout`` is
+    killed, and our shim's files are removed for it.
+    """
+    from pycontainerd.shim._group import lock_group, remove_group
+    from pycontainerd.shim._layout import SOCKET_DIR
+    from pycontainerd.shim.address import socket_path
+
+    pids = _shim_pids(containerd_address)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = False
+    for pid in pids:
+        if _alive(pid):
+            killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    path = socket_path(containerd_address, NAMESPACE, "")
+    if killed and path.startswith(SOCKET_DIR + "/"):
+        lock = lock_group(path)
+        try:
+            remove_group(path)
+        finally:
+            os.close(lock)
+
+
 def _cleanup(running: RunningDockerd) -> None:
     if running.process.poll() is None:
         with contextlib.suppress(Exception):
@@ -252,9 +294,7 @@ def _cleanup(running: RunningDockerd) -> None:
     daemons.stop(running.process, timeout=20)
     # What dockerd could not clean up (it was killed, or its containerd was):
     # the shims, the containers runc still knows of, the mounts.
-    for pid in _shim_pids(running.containerd_address):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _stop_shims(running.containerd_address)
     root = running.runc_root
     if root.is_dir():
         for state in root.iterdir():
