@@ -161,7 +161,13 @@ def dockerd_args(
 ) -> list[str]:
     """dockerd's command line with every path it writes under ``base``."""
     config = base / "daemon.json"
-    config.write_text(json.dumps({**_CONFIG, "live-restore": live_restore}))
+    # Its trust key too: dockerd 20.10 writes /etc/docker/key.json otherwise.
+    settings = {
+        **_CONFIG,
+        "live-restore": live_restore,
+        "deprecated-key-path": str(base / "key.json"),
+    }
+    config.write_text(json.dumps(settings))
     return [
         DOCKERD,
         "--config-file",
