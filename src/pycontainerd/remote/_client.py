@@ -89,6 +89,7 @@ class _Exec:
     process: Any
     closers: list[IO[bytes]]
     exited: bool = False
+    reported_start: bool = False
 
 
 @dataclass(eq=False)
@@ -107,6 +108,8 @@ class _Container:
     with_stdin: bool = False
     attach_stdio: bool = True
     last_exit: StateInfo | None = None
+    #: The pid whose start was reported (by start() or the event, whichever first).
+    reported_start: int = 0
     closers: list[IO[bytes]] = field(default_factory=list)
     execs: dict[str, _Exec] = field(default_factory=dict)
     timer: threading.Timer | None = None
@@ -249,12 +252,24 @@ class RemoteClient:
         if streams is not None:
             self._call(self.backend.attach_streams, c.id, streams)
         try:
-            return int(task.start())
+            pid = int(task.start())
         except BaseException:
             with self._lock:
                 c.exited = True
             self._collect(task, closers)
             raise
+        # Reported here too: the event is lost if the daemon dies right now.
+        self._report_start(c.id, pid)
+        return pid
+
+    def _report_start(self, container_id: str, pid: int) -> None:
+        with self._deliver:
+            with self._lock:
+                c = self._containers.get(container_id)
+                if c is None or c.reported_start == pid:
+                    return
+                c.reported_start = pid
+            self._emit(container_id, StateInfo(EventType.START_CONTAINER, pid))
 
     def _streams(
         self, attach: bool, with_stdin: bool, terminal: bool, closer: cio.StdinCloser
@@ -464,7 +479,7 @@ class RemoteClient:
         if streams is not None:
             self._call(self.backend.attach_streams, process_id, streams)
         try:
-            return int(process.start())
+            pid = int(process.start())
         except BaseException:
             with self._lock:
                 c.execs.pop(process_id, None)
@@ -472,6 +487,19 @@ class RemoteClient:
                 process.delete()
             _close_all(closers)
             raise
+        self._report_exec_start(container_id, process_id, pid)
+        return pid
+
+    def _report_exec_start(self, container_id: str, exec_id: str, pid: int) -> None:
+        with self._deliver:
+            with self._lock:
+                c = self._containers.get(container_id)
+                ex = c.execs.get(exec_id) if c is not None else None
+                if ex is None or ex.reported_start:
+                    return
+                ex.reported_start = True
+            info = StateInfo(EventType.START_PROCESS, pid, process_id=exec_id)
+            self._emit(container_id, info)
 
     def resize(self, container_id: str, process_id: str, width: int, height: int) -> None:
         """Resize a process's terminal."""
@@ -617,18 +645,20 @@ class RemoteClient:
             return
         if topic == "/tasks/start":
             start = task_events.TaskStart.FromString(value)
-            cid, info = start.container_id, StateInfo(EventType.START_CONTAINER, start.pid)
-        elif topic == "/tasks/exec-started":
+            self._report_start(start.container_id, start.pid)
+            return
+        if topic == "/tasks/exec-started":
             ex = task_events.TaskExecStarted.FromString(value)
-            cid = ex.container_id
-            info = StateInfo(EventType.START_PROCESS, ex.pid, process_id=ex.exec_id)
-        elif topic == "/tasks/oom":
+            self._report_exec_start(ex.container_id, ex.exec_id, ex.pid)
+            return
+        if topic == "/tasks/oom":
             cid = task_events.TaskOOM.FromString(value).container_id
             with self._lock:
                 c = self._containers.get(cid)
-                if c is not None:
-                    c.oom_killed = True
-                    info = StateInfo(EventType.OOM, c.pid, oom_killed=True)
+                if c is None:
+                    return
+                c.oom_killed = True
+                info = StateInfo(EventType.OOM, c.pid, oom_killed=True)
         elif topic == "/tasks/paused":
             cid = task_events.TaskPaused.FromString(value).container_id
             info = StateInfo(EventType.PAUSE, self._pid(cid))
