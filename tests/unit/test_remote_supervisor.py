@@ -29,3 +29,25 @@ def test_bad_settings_are_refused_before_anything_starts(
     with pytest.raises(errdefs.InvalidArgument, match=words):
         Remote(tmp_path / "root", tmp_path / "state", **kwargs)  # type: ignore[arg-type]
     assert not (tmp_path / "state").exists()
+
+
+def test_the_remote_exports_are_pinned() -> None:
+    import pycontainerd.remote
+
+    assert sorted(pycontainerd.remote.__all__) == [
+        "Backend",
+        "Backoff",
+        "EventType",
+        "INIT_PROCESS_ID",
+        "LABEL_RESTART_POLICY",
+        "ProcessStreams",
+        "ProcessSummary",
+        "Remote",
+        "RemoteClient",
+        "RestartManager",
+        "RestartPolicy",
+        "RestartPolicyName",
+        "STOP_SIGNALS",
+        "StateInfo",
+        "Stats",
+    ]
