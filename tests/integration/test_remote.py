@@ -578,3 +578,42 @@ def test_the_readme_example_runs_as_written() -> None:
         "hello exit 3",
     ]
     assert lines.count("hello says hello") == 2
+
+
+def test_a_hung_daemon_is_killed_and_restarted(archive: Path) -> None:
+    with running_remote(stop_timeout=0.5) as (remote, _, namespaces):
+        c, rec, ns = new_client(remote, namespaces, archive)
+        c.create("survivor", spec(ns, "survivor", "sleep", "300"), image=IMAGE)
+        pid = c.start("survivor")
+        hung = remote.pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
+        tasks.wait_for(lambda: remote.restarts == 1, timeout=30)
+        assert not alive(hung)
+        assert remote.pid != hung
+        assert c.get_pids("survivor") == [pid]
+        c.signal("survivor", "KILL")
+        assert rec.wait_state("survivor", EventType.EXIT).exit_code == 137
+
+
+def test_a_stop_signal_during_the_restart_backoff_calls_the_restart_off(
+    shared: tuple[Remote, Path, list[str]], archive: Path
+) -> None:
+    remote, _, namespaces = shared
+    rec = Recorder()
+    ns = tasks.namespace()
+    namespaces.append(ns)
+    with remote.client(rec, namespace=ns, backoff=Backoff(initial=2.0, maximum=2.0)) as c:
+        with open(archive, "rb") as f:
+            c.containerd.import_archive(f)
+        c.create(
+            "slow", spec(ns, "slow", "sh", "-c", "exit 5"), image=IMAGE, restart_policy="always"
+        )
+        c.start("slow")
+        assert rec.wait_state("slow", EventType.RESTART).exit_code == 5
+        c.signal("slow", "SIGTERM")
+        exit_ = rec.wait_state("slow", EventType.EXIT)
+        assert exit_.exit_code == 5
+        time.sleep(2.5)  # past the backoff: no start comes
+        assert rec.states("slow") == [EventType.START_CONTAINER, EventType.RESTART, EventType.EXIT]
+        c.delete("slow")

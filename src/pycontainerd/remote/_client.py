@@ -405,30 +405,37 @@ class RemoteClient:
     def signal(self, container_id: str, sig: int | str, *, stop: bool | None = None) -> None:
         """Signal the container's init process.  A stop (``stop``; by default
         SIGKILL, SIGTERM or SIGINT) marks it stopped by the user: no restart
-        policy restarts it after."""
+        policy restarts it after (a restart waiting for its backoff is called
+        off, and reported ``exit``)."""
         number = _signal_number(sig)
         c = self._known(container_id)
-        task = self._task(container_id)
-        if stop if stop is not None else number in STOP_SIGNALS:
-            with self._lock:
-                c.manually_stopped = True
-        task.kill(number)
+        stopping = stop if stop is not None else number in STOP_SIGNALS
+        if stopping and self._call_off_restart(c):
+            return
+        self._task(container_id).kill(number)
+
+    def _call_off_restart(self, c: _Container) -> bool:
+        """Mark ``c`` stopped by the user; whether a pending restart was called off."""
+        with self._lock:
+            c.manually_stopped = True
+            timer, c.timer = c.timer, None
+            last = c.last_exit
+        if timer is None:
+            return False
+        timer.cancel()
+        if last is not None:
+            self._emit(c.id, dataclasses.replace(last, state=EventType.EXIT))
+        return True
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         """Stop the container as the user: SIGTERM, SIGKILL after ``timeout``
         seconds; no policy restarts it.  Returns once its exit was reported
         (a restart waiting for its backoff is called off, and reported ``exit``)."""
         c = self._known(container_id)
-        with self._lock:
-            c.manually_stopped = True
-            timer, c.timer = c.timer, None
-            task = c.task if not c.exited else None
-            last = c.last_exit
-        if timer is not None:
-            timer.cancel()
-            if last is not None:
-                self._emit(container_id, dataclasses.replace(last, state=EventType.EXIT))
+        if self._call_off_restart(c):
             return
+        with self._lock:
+            task = c.task if not c.exited else None
         if task is None:
             return
         with contextlib.suppress(errdefs.NotFound, errdefs.FailedPrecondition):
