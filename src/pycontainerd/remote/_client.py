@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from google.protobuf import any_pb2, timestamp_pb2, wrappers_pb2
 
@@ -87,7 +87,7 @@ class _Supervisor(Protocol):
 @dataclass(eq=False)
 class _Exec:
     process: Any
-    closers: list[IO[bytes]]
+    closers: list[BinaryIO]
     exited: bool = False
     reported_start: bool = False
 
@@ -110,7 +110,7 @@ class _Container:
     last_exit: StateInfo | None = None
     #: The pid whose start was reported (by start() or the event, whichever first).
     reported_start: int = 0
-    closers: list[IO[bytes]] = field(default_factory=list)
+    closers: list[BinaryIO] = field(default_factory=list)
     execs: dict[str, _Exec] = field(default_factory=dict)
     timer: threading.Timer | None = None
 
@@ -133,7 +133,41 @@ def _signal_number(sig: int | str) -> int:
         raise errdefs.InvalidArgument(f"unknown signal {errdefs.q(sig)}") from None
 
 
-def _close_all(files: builtins.list[IO[bytes]]) -> None:
+def _pipe() -> tuple[BinaryIO, BinaryIO]:
+    read_fd, write_fd = os.pipe()
+    return open(read_fd, "rb", buffering=0), open(write_fd, "wb", buffering=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pipes:
+    """A process's streams as pipes: one end copied to or from its FIFOs,
+    the other the backend's."""
+
+    stdin_reader: BinaryIO | None
+    stdin_writer: BinaryIO | None
+    stdout_reader: BinaryIO
+    stdout_writer: BinaryIO
+    stderr_reader: BinaryIO | None
+    stderr_writer: BinaryIO | None
+
+    @classmethod
+    def make(cls, with_stdin: bool, terminal: bool) -> _Pipes:
+        stdin_reader, stdin_writer = _pipe() if with_stdin else (None, None)
+        stdout_reader, stdout_writer = _pipe()
+        stderr_reader, stderr_writer = _pipe() if not terminal else (None, None)
+        return cls(
+            stdin_reader, stdin_writer, stdout_reader, stdout_writer, stderr_reader, stderr_writer
+        )
+
+    def streams(self, terminal: bool) -> ProcessStreams:
+        return ProcessStreams(self.stdin_writer, self.stdout_reader, self.stderr_reader, terminal)
+
+    def ours(self) -> builtins.list[BinaryIO]:
+        ends = (self.stdin_reader, self.stdout_writer, self.stderr_writer)
+        return [end for end in ends if end is not None]
+
+
+def _close_all(files: builtins.list[BinaryIO]) -> None:
     for f in files:
         with contextlib.suppress(OSError):
             f.close()
@@ -273,33 +307,22 @@ class RemoteClient:
 
     def _streams(
         self, attach: bool, with_stdin: bool, terminal: bool, closer: cio.StdinCloser
-    ) -> tuple[cio.Creator, ProcessStreams | None, builtins.list[IO[bytes]]]:
+    ) -> tuple[cio.Creator, ProcessStreams | None, builtins.list[BinaryIO]]:
         """Pipes between the process's FIFOs and the backend: the creator of
-        the process's IO, the backend's ends, and the ends closed after it."""
+        the process's IO, the backend's ends, and ours (closed once the
+        process is deleted, so that the backend reads EOF)."""
         if not attach:
             return cio.null_io, None, []
-        mine: list[IO[bytes]] = []
-        theirs: list[IO[bytes] | None] = []
-        for wanted, backend_writes in ((with_stdin, True), (True, False), (not terminal, False)):
-            if not wanted:
-                mine.append(None)  # type: ignore[arg-type]
-                theirs.append(None)
-                continue
-            read_fd, write_fd = os.pipe()
-            reader, writer = open(read_fd, "rb", buffering=0), open(write_fd, "wb", buffering=0)  # noqa: SIM115
-            mine.append(reader if backend_writes else writer)
-            theirs.append(writer if backend_writes else reader)
-        stdin, stdout, stderr = mine
+        pipes = _Pipes.make(with_stdin, terminal)
         creator = cio.new_creator(
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
+            stdin=pipes.stdin_reader,
+            stdout=pipes.stdout_writer,
+            stderr=pipes.stderr_writer,
             terminal=terminal,
             fifo_dir=self._remote.state / "fifo",
             on_stdin_eof=closer,
         )
-        streams = ProcessStreams(theirs[0], theirs[1], theirs[2], terminal)  # type: ignore[arg-type]
-        return creator, streams, [f for f in mine if f is not None]
+        return creator, pipes.streams(terminal), pipes.ours()
 
     def restore(self, container_id: str, *, attach_stdio: bool = True) -> tuple[bool, int]:
         """Take up a container this program ran before it restarted: whether
@@ -329,13 +352,12 @@ class RemoteClient:
             cio.load_fifos(record.io_config).close()
             return False, record.pid
         streams: ProcessStreams | None = None
-        closers: list[IO[bytes]] = []
+        closers: list[BinaryIO] = []
         attach: cio.Attach | None = None
         if attach_stdio:
-            _, streams, closers = self._streams(True, False, record.terminal, cio.StdinCloser())
-            stdout = closers[0]
-            stderr = closers[1] if len(closers) > 1 else None
-            attach = cio.new_attach(stdout=stdout, stderr=stderr)
+            pipes = _Pipes.make(False, record.terminal)
+            attach = cio.new_attach(stdout=pipes.stdout_writer, stderr=pipes.stderr_writer)
+            streams, closers = pipes.streams(record.terminal), pipes.ours()
         task = container.task(attach)
         with self._lock:
             c.task, c.pid, c.exited, c.closers = task, record.pid, False, closers
@@ -556,7 +578,7 @@ class RemoteClient:
     def _emit(self, container_id: str, info: StateInfo) -> None:
         self._call(self.backend.state_changed, container_id, info)
 
-    def _collect(self, task: Any, closers: builtins.list[IO[bytes]]) -> None:
+    def _collect(self, task: Any, closers: builtins.list[BinaryIO]) -> None:
         """Delete a stopped task or exec (its output drained), then end the
         backend's streams."""
         try:
