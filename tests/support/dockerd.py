@@ -2,13 +2,16 @@
 
 :func:`dockerd` starts ``/usr/sbin/dockerd --containerd=SOCKET`` with its data
 root, exec root, pid file, API socket and config file under a temp directory
-of its own, no bridge and no iptables rules, so it touches nothing of the
-host's Docker (there is none running here anyway) and several can run at
-once.  On exit, whatever the caller did: its containers are removed, dockerd
-is stopped (SIGTERM, then SIGKILL), the shims it left on the containerd
-socket (namespace ``moby``) are killed, the containers' runc state is
-deleted and every mount under the temp directory (overlay2 layers, network
-namespaces) is unmounted before the directory goes.
+of its own (its trust key and its containers' parent cgroup too), no bridge
+and no iptables rules, so it touches nothing of the host's Docker and
+several can run at once; only the empty ``/run/docker/plugins``, which
+dockerd 20.10 always creates, is outside.  On exit, whatever the caller
+did: its containers are removed, dockerd is stopped (SIGTERM, then
+SIGKILL), the shims it left on the containerd socket (namespace ``moby``)
+are ended (ours lingers idle for a while after its last container), the
+containers' runc state and the parent cgroup are removed, and every mount
+under the temp directory (overlay2 layers, network namespaces, the data
+root live restore bind-mounts) is unmounted before the directory goes.
 
 The client is ``/usr/bin/docker`` (Debian's 20.10 CLI), never whatever
 ``docker`` is first on ``PATH``.
@@ -189,6 +192,9 @@ def dockerd_args(
         "--ip-forward=false",
         "--storage-driver",
         storage_driver,
+        # Containers' cgroups under one of its own (not "docker"), removed after.
+        "--cgroup-parent",
+        f"/{base.name}",
         "--log-level",
         "debug",
         *extra_args,
@@ -309,6 +315,9 @@ def _cleanup(running: RunningDockerd) -> None:
                 capture_output=True,
                 check=False,
             )
+    for cgroup in sorted(Path("/sys/fs/cgroup").glob(f"*/{running.base.name}/**/"), reverse=True):
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
     # With live restore dockerd leaves its data root bind-mounted on itself
     # (and a killed one leaves layers and network namespaces mounted).
     prefix = str(running.base) + "/"
