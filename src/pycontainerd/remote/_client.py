@@ -369,25 +369,31 @@ class RemoteClient:
 
     def delete(self, container_id: str) -> None:
         """Delete the stopped container, its task and its snapshot
-        (FailedPrecondition while its task runs)."""
+        (FailedPrecondition while its task runs; a pending restart is
+        called off)."""
         with self._lock:
             c = self._containers.get(container_id)
             if c is not None and c.task is not None and not c.exited:
                 raise errdefs.FailedPrecondition(
                     f"container {errdefs.q(container_id)}: cannot delete a running task"
                 )
-            if c is not None:
-                c.deleted = True
-                if c.timer is not None:
-                    c.timer.cancel()
         container = self._client.load_container(container_id)
+        task = None
         with contextlib.suppress(errdefs.NotFound):
             task = container.task()
-            if str(task.status().status) not in ("stopped", "created", "unknown"):
-                raise errdefs.FailedPrecondition(
-                    f"container {errdefs.q(container_id)}: cannot delete a running task"
-                )
-            task.delete()
+        if task is not None and str(task.status().status) not in ("stopped", "created", "unknown"):
+            raise errdefs.FailedPrecondition(
+                f"container {errdefs.q(container_id)}: cannot delete a running task"
+            )
+        if c is not None:
+            with self._lock:
+                c.deleted = True
+                timer, c.timer = c.timer, None
+            if timer is not None:
+                timer.cancel()
+        if task is not None:
+            with contextlib.suppress(errdefs.NotFound):
+                task.delete()
         container.delete(cleanup_snapshot=True)
         with self._lock:
             self._containers.pop(container_id, None)
