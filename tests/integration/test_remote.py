@@ -617,3 +617,18 @@ def test_a_stop_signal_during_the_restart_backoff_calls_the_restart_off(
         time.sleep(2.5)  # past the backoff: no start comes
         assert rec.states("slow") == [EventType.START_CONTAINER, EventType.RESTART, EventType.EXIT]
         c.delete("slow")
+
+
+def test_a_daemon_already_serving_at_the_address_is_used_and_left_running(
+    shared: tuple[Remote, Path, list[str]], archive: Path, tmp_path: Path
+) -> None:
+    remote, _, namespaces = shared
+    with Remote(tmp_path / "root", tmp_path / "state", address=remote.address, **FAST) as guest:  # type: ignore[arg-type]
+        assert guest.pid is None
+        c, rec, ns = new_client(guest, namespaces, archive)
+        c.create("guest", spec(ns, "guest", "true"), image=IMAGE)
+        c.start("guest")
+        assert rec.wait_state("guest", EventType.EXIT).exit_code == 0
+        c.delete("guest")
+    assert remote.pid is not None and alive(remote.pid)
+    remote.wait_serving(5)
