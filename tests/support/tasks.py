@@ -134,6 +134,8 @@ def reap(
                 check=False,
             )
         shutil.rmtree(root, ignore_errors=True)
+    for ns in namespaces:
+        remove_cgroups(ns)
     if base is not None:
         prefix = str(base) + "/"
         points = [
@@ -143,6 +145,19 @@ def reap(
         ]
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def remove_cgroups(name: str) -> None:
+    """Remove the empty cgroups ``/<name>/...`` of every hierarchy: runc
+    removes a container's own cgroup but leaves its namespace's parent, and
+    thousands of them left by test runs slow every later cgroup operation."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda e: -len(e[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
 
 
 @dataclass
