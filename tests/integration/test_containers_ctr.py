@@ -29,6 +29,18 @@ def rootfs(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "rootfs"
 
 
+def test_a_terminator_before_the_command_is_not_part_of_it(cli: Cli, rootfs: Path) -> None:
+    """``ROOTFS ID -- CMD -c ...``: flags after ``--`` belong to the command
+    (as ctr's ``IMAGE ID -- CMD``; ctr itself, with ``--rootfs``, takes the
+    ``--`` for the id)."""
+    if cli.tool == "ctr":
+        pytest.skip("ctr --rootfs reads the terminator as the container id")
+    cli("containers", "create", "--rootfs", str(rootfs), "term", "--", "sh", "-c", "echo")
+    spec = json.loads(cli("containers", "info", "--spec", "term").stdout)
+    assert spec["process"]["args"] == ["sh", "-c", "echo"]
+    cli("containers", "rm", "term")
+
+
 def test_create_list_info_and_remove(cli: Cli, rootfs: Path) -> None:
     cli("containers", "create", "--rootfs", "--label", "team=core", str(rootfs), "web", "sh", "-x")
     rows = table(cli("containers", "ls").stdout)

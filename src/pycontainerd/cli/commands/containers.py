@@ -166,6 +166,9 @@ def new_container(g: Globals, args: tuple[str, ...], opts: dict[str, Any]) -> Co
     else:
         ref = args[0] if args else ""
         id = args[1] if len(args) > 1 else ""
+        if args[2:3] == ("--",):
+            # ctr's ``IMAGE ID -- CMD...``: the terminator is not the command.
+            args = (*args[:2], *args[3:])
         if not ref:
             raise errdefs.InvalidArgument("image ref must be provided")
     if not id:
