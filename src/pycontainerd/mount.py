@@ -33,6 +33,7 @@ from pycontainerd._tree import open_beneath
 __all__ = [
     "Mount",
     "OverlayDirs",
+    "bind",
     "mount_all",
     "overlay_dirs",
     "read_only",
@@ -354,6 +355,11 @@ def _mount_fds(mounts: Sequence[Mount], target: str | Path) -> list[int]:
             _detach_all(done)
         raise
     return done
+
+
+def bind(source: str | Path, target: str | Path) -> None:
+    """Bind-mount ``source`` (a file or a directory) onto the existing ``target``."""
+    _sys_mount(str(source), str(target), "", MS_BIND, "")
 
 
 def mount_all(mounts: Sequence[Mount], target: str | Path) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import daemons
+from tests.support import daemons, tasks
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
@@ -239,22 +239,6 @@ def overlay_supported(directory: Path) -> bool:
     return result.returncode == 0
 
 
-def _shim_pids(containerd_address: str) -> list[int]:
-    """Shims serving ``containerd_address`` in dockerd's namespace (ours or Go's)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        shim = any(os.path.basename(arg).startswith(b"containerd-shim-") for arg in argv[:2])
-        if shim and os.fsencode(containerd_address) in argv and os.fsencode(NAMESPACE) in argv:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
@@ -275,7 +259,7 @@ def _stop_shims(containerd_address: str, timeout: float = 5) -> None:
     from pycontainerd.shim._layout import SOCKET_DIR
     from pycontainerd.shim.address import socket_path
 
-    pids = _shim_pids(containerd_address)
+    pids = tasks.shim_pids(containerd_address, NAMESPACE)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

@@ -83,8 +83,9 @@ def namespace() -> str:
     return f"tasks-{uuid.uuid4().hex[:8]}"
 
 
-def shim_pids(address: str) -> list[int]:
-    """The pids of the shims serving our daemon at ``address``."""
+def shim_pids(address: str, namespace: str | None = None) -> list[int]:
+    """The pids of the shims serving the daemon at ``address`` (only those of
+    ``namespace``, when given)."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -95,7 +96,8 @@ def shim_pids(address: str) -> list[int]:
             continue
         # Go's shim runs as itself; our shim's server as "python SCRIPT".
         shim = any(os.path.basename(arg).startswith(b"containerd-shim-") for arg in argv[:2])
-        if shim and b"-address" in argv and os.fsencode(address) in argv:
+        ours = shim and b"-address" in argv and os.fsencode(address) in argv
+        if ours and (namespace is None or os.fsencode(namespace) in argv):
             pids.append(int(entry.name))
     return pids
 

@@ -9,8 +9,6 @@ else can take its place if the pid is reused.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
 from pathlib import Path
 
@@ -18,18 +16,7 @@ from pycontainerd import errdefs, mount
 
 __all__ = ["create", "is_mounted", "remove"]
 
-_MS_BIND = 4096
 _MNT_DETACH = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.mount.restype = ctypes.c_int
 
 
 def create(path: Path, pid: int) -> None:
@@ -58,13 +45,14 @@ def create(path: Path, pid: int) -> None:
     except FileExistsError as exc:
         raise errdefs.AlreadyExists(f"network namespace {path}: already exists") from exc
     os.close(fd)
-    if _libc.mount(os.fsencode(source), os.fsencode(path), None, _MS_BIND, None) != 0:
-        err = ctypes.get_errno()
+    try:
+        mount.bind(source, path)
+    except errdefs.ContainerdError as exc:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        if err == errno.ENOENT:
-            raise errdefs.NotFound(f"process {pid}: not found")
-        raise errdefs.Unknown(f"bind mount {source} on {path}: {os.strerror(err)}")
+        if isinstance(exc, errdefs.NotFound):
+            raise errdefs.NotFound(f"process {pid}: not found") from exc
+        raise
 
 
 def is_mounted(path: Path) -> bool:
