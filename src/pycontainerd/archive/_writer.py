@@ -2,7 +2,11 @@
 
 Creating an inode is most of an unpack's cost, and it is kernel time: the
 syscalls release the GIL, so while workers open, write, time and close files
-the applier's thread parses the next headers.  Workers only ever create a
+the applier's thread parses the next headers.  Each batch holds files of
+one directory, and a directory's batches go to the worker already busy with
+it: creating a file holds its directory's lock for the whole inode
+allocation, so two workers in one directory would only wait (spinning, on a
+kernel whose allocator is slow) for each other.  Workers only ever create a
 new file (``O_EXCL``) relative to a directory fd the applier resolved inside
 the root; anything else (replacing an entry, links, whiteouts, removals)
 stays on the applier's thread, which first waits for the workers
@@ -73,12 +77,16 @@ class FileWriter:
     """
 
     def __init__(self, workers: int) -> None:
-        self._queue: queue.Queue[list[FileJob] | None] = queue.Queue(_QUEUE_BATCHES)
+        self._queues: list[queue.Queue[list[FileJob] | None]] = [
+            queue.Queue(_QUEUE_BATCHES) for _ in range(workers)
+        ]
         self._batch: list[FileJob] = []
         self._batch_bytes = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0  # batches queued or running
+        self._load = [0] * workers  # the same, per worker
+        self._owner: dict[int, int] = {}  # directory fd -> the worker it last went to
         self._taken: list[FileJob] = []
         self._failed: tuple[FileJob, Exception] | None = None
         self._stop = False
@@ -86,13 +94,17 @@ class FileWriter:
         self.pending: set[str] = set()
         self._seq = 0
         self._threads = [
-            threading.Thread(target=self._run, name=f"pycontainerd-apply-{i}", daemon=True)
+            threading.Thread(
+                target=self._run, args=(i,), name=f"pycontainerd-apply-{i}", daemon=True
+            )
             for i in range(workers)
         ]
         for t in self._threads:
             t.start()
 
     def submit(self, key: str, job: FileJob) -> None:
+        if self._batch and self._batch[0].pfd != job.pfd:
+            self._flush()
         self.pending.add(key)
         self._seq += 1
         job.seq = self._seq
@@ -105,9 +117,16 @@ class FileWriter:
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
+        pfd = batch[0].pfd
         with self._lock:
+            worker = self._owner.get(pfd)
+            if worker is None or not self._load[worker]:
+                # Not in anyone's hands: to the least busy worker.
+                worker = min(range(len(self._load)), key=self._load.__getitem__)
+                self._owner[pfd] = worker
+            self._load[worker] += 1
             self._outstanding += 1
-        self._queue.put(batch)
+        self._queues[worker].put(batch)
 
     def barrier(self, redo: Callable[[FileJob], None]) -> None:
         """Wait until every submitted file is written; ``redo`` the ones whose
@@ -121,6 +140,7 @@ class FileWriter:
             taken, self._taken = self._taken, []
             failed, self._failed = self._failed, None
         self.pending.clear()
+        self._owner.clear()  # directory fds may be closed and their numbers reused
         if failed is not None:
             job, exc = failed
             raise JobError(job, exc)
@@ -132,13 +152,14 @@ class FileWriter:
         """Stop the workers; jobs not started are dropped.  Always call it."""
         self._batch = []
         self._stop = True
-        for _ in self._threads:
-            self._queue.put(None)
+        for q in self._queues:
+            q.put(None)
         for t in self._threads:
             t.join()
 
-    def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
+    def _run(self, worker: int) -> None:
+        queue_ = self._queues[worker]
+        while (batch := queue_.get()) is not None:
             taken: list[FileJob] = []
             failed: tuple[FileJob, Exception] | None = None
             try:
@@ -159,6 +180,7 @@ class FileWriter:
                     if failed is not None and self._failed is None:
                         self._failed = failed
                     self._outstanding -= 1
+                    self._load[worker] -= 1
                     self._idle.notify_all()
 
 
