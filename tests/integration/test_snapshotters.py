@@ -469,3 +469,49 @@ def test_temp_mount_unmounts_nested_mounts_and_leaves_nothing(tmp_path: Path) ->
         seen = where
     assert not seen.exists()
     assert str(seen) not in Path("/proc/self/mountinfo").read_text()
+
+
+def _fs_flags(path: Path) -> int | None:
+    """The directory's inode flags (``lsattr``), or None where the filesystem has none."""
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, 0x80086601, buf)  # FS_IOC_GETFLAGS
+        return int(struct.unpack_from("=I", buf)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_snapshots_are_spread_over_block_groups(sn: LocalSnapshotter) -> None:
+    """ext4 places each snapshot where its allocator spreads top-level trees
+    (``chattr +T`` on ``snapshots/``), not beside the snapshots just removed."""
+    from pycontainerd.snapshots._fs import FS_TOPDIR_FL, spread_subdirectories
+
+    flags = _fs_flags(sn.snapshots_dir)
+    probe = sn.root / "probe"
+    probe.mkdir()
+    if flags is None or not spread_subdirectories(probe):
+        pytest.skip("the filesystem under the test's temp dir has no TOPDIR flag (not ext2/3/4)")
+    assert flags & FS_TOPDIR_FL
+    # Only the snapshots directory: a snapshot's own tree stays together.
+    write_layer(sn, "k0", "", {"a": "0"})
+    assert not (_fs_flags(sn.snapshot_dir("1")) or 0) & FS_TOPDIR_FL
+
+
+def test_spreading_is_skipped_where_the_filesystem_has_no_such_flag() -> None:
+    from pycontainerd.snapshots._fs import spread_subdirectories
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    d = shm / f"pcd-spread-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    try:
+        assert spread_subdirectories(d) is False  # tmpfs: no TOPDIR, no error
+    finally:
+        d.rmdir()

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import stat
+import struct
 from pathlib import Path
 
 from pycontainerd import errdefs
@@ -19,13 +20,45 @@ from pycontainerd._openat import open_regular
 from pycontainerd._tree import DirCursor, at, open_beneath, walk
 from pycontainerd.snapshots import Usage
 
-__all__ = ["copy_tree", "disk_usage", "supports_d_type"]
+__all__ = ["copy_tree", "disk_usage", "spread_subdirectories", "supports_d_type"]
 
 log = logging.getLogger(__name__)
 
 #: ioctl FICLONE (linux/fs.h): share the source's extents (btrfs, xfs, ...).
 FICLONE = 0x40049409
 _COPY_CHUNK = 1 << 30
+#: ioctls FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and the flag FS_TOPDIR_FL (linux/fs.h).
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirectories(path: Path) -> bool:
+    """Mark ``path`` as the top of unrelated directory trees (``chattr +T``).
+
+    ext2/3/4 then place each new subdirectory -- each snapshot -- in a block
+    group of its own choosing (the Orlov allocator's spreading, as for the
+    filesystem's root) instead of next to its siblings, and a snapshot's files
+    follow its directory.  Without it, every new snapshot's inodes come from
+    the same groups as the last ones; on ext4 without a journal the allocator
+    skips inodes freed in the last minutes one by one, so a pull right after
+    an image was removed spent most of its time there (4x the apply time, as
+    measured).  False, and nothing changed, on a filesystem without the flag.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        buf = bytearray(8)  # the kernel reads an int; the ioctl is sized for a long
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        (flags,) = struct.unpack_from("=I", buf)
+        if flags & FS_TOPDIR_FL:
+            return True
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("=I4x", flags | FS_TOPDIR_FL))
+        return True
+    except OSError as exc:
+        log.debug("%s: directory spreading not available: %s", path, exc.strerror)
+        return False
+    finally:
+        os.close(fd)
 
 
 def disk_usage(root: Path) -> Usage:

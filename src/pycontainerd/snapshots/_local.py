@@ -32,7 +32,7 @@ from pycontainerd import errdefs
 from pycontainerd._tree import remove_tree
 from pycontainerd.mount import Mount
 from pycontainerd.snapshots import Info, Kind, Usage
-from pycontainerd.snapshots._fs import disk_usage
+from pycontainerd.snapshots._fs import disk_usage, spread_subdirectories
 from pycontainerd.snapshots.storage import MetaStore, Snapshot, Transaction
 
 __all__ = ["LocalSnapshotter", "host_platform"]
@@ -71,6 +71,7 @@ class LocalSnapshotter(ABC):
         self.root = root
         self.snapshots_dir = root / "snapshots"
         self.snapshots_dir.mkdir(exist_ok=True, mode=0o700)
+        spread_subdirectories(self.snapshots_dir)
         self.ms = MetaStore(root / "metadata.db")
 
     # -- what differs between snapshotters
