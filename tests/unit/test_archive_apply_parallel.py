@@ -272,3 +272,33 @@ def test_a_directory_made_setgid_later_does_not_change_files_before_it(
     assert parallel == serial
     assert parallel["d/f0"][2] == 0
     assert parallel["d/f199"][2] == 0
+
+
+def test_a_directorys_files_stay_with_one_worker_while_it_is_busy(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers creating files in one directory would only wait on its
+    lock: while a worker has a directory's batches, the next go to it too,
+    and another directory goes to the idle worker."""
+    import threading
+    import time
+
+    seen: list[tuple[str, str]] = []
+    real = _writer.write_file
+
+    def slow_write(job: _writer.FileJob) -> None:
+        time.sleep(0.002)  # keeps the worker busy while the next batches come
+        seen.append((job.base[0], threading.current_thread().name))
+        real(job)
+
+    monkeypatch.setattr(_writer, "write_file", slow_write)
+    entries = [entry("a/", kind=tarfile.DIRTYPE), entry("b/", kind=tarfile.DIRTYPE)]
+    entries += [entry(f"a/a{i}", b"x") for i in range(200)]
+    entries += [entry(f"b/b{i}", b"y") for i in range(200)]
+    apply_layer(root, io.BytesIO(layer(*entries)))
+    by_dir: dict[str, set[str]] = {}
+    for directory, thread in seen:
+        by_dir.setdefault(directory, set()).add(thread)
+    assert len(by_dir["a"]) == 1 and len(by_dir["b"]) == 1, by_dir
+    assert by_dir["a"] != by_dir["b"]
+    assert len(os.listdir(root / "a")) == len(os.listdir(root / "b")) == 200
