@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import tracemalloc
 
@@ -128,6 +129,23 @@ def test_bad_checksum_is_rejected() -> None:
     data[0] ^= 1
     with pytest.raises(errdefs.InvalidArgument, match="checksum"):
         _read_all(bytes(data))
+
+
+def test_checksums_of_headers_full_of_high_bytes_are_exact() -> None:
+    """The byte sum is taken in pieces short enough that no modulus wraps:
+    names of 0xff bytes (GNU format keeps them raw) sum to the most a header can."""
+    name = b"\xff" * 99
+    info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+    info.linkname = info.name
+    info.type = tarfile.SYMTYPE
+    data = _tar((info, b""), fmt=tarfile.GNU_FORMAT)
+    [(hdr, _)] = _read_all(data)
+    assert os.fsencode(hdr.name) == name and os.fsencode(hdr.linkname) == name
+    for at in (0, 200, 157, 400, 511):  # each piece of the sum, the padding too
+        broken = bytearray(data)
+        broken[at] ^= 0x40
+        with pytest.raises(errdefs.InvalidArgument, match="checksum"):
+            _read_all(bytes(broken))
 
 
 def test_zero_block_then_data_is_rejected() -> None:
