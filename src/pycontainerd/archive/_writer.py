@@ -84,8 +84,7 @@ class FileWriter:
         self._batch_bytes = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._outstanding = 0  # batches queued or running
-        self._load = [0] * workers  # the same, per worker
+        self._load = [0] * workers  # batches queued or running, per worker
         self._owner: dict[int, int] = {}  # directory fd -> the worker it last went to
         self._taken: list[FileJob] = []
         self._failed: tuple[FileJob, Exception] | None = None
@@ -125,7 +124,6 @@ class FileWriter:
                 worker = min(range(len(self._load)), key=self._load.__getitem__)
                 self._owner[pfd] = worker
             self._load[worker] += 1
-            self._outstanding += 1
         self._queues[worker].put(batch)
 
     def barrier(self, redo: Callable[[FileJob], None]) -> None:
@@ -135,7 +133,7 @@ class FileWriter:
             return
         self._flush()
         with self._idle:
-            while self._outstanding:
+            while any(self._load):
                 self._idle.wait()
             taken, self._taken = self._taken, []
             failed, self._failed = self._failed, None
@@ -179,7 +177,6 @@ class FileWriter:
                     self._taken.extend(taken)
                     if failed is not None and self._failed is None:
                         self._failed = failed
-                    self._outstanding -= 1
                     self._load[worker] -= 1
                     self._idle.notify_all()
 
