@@ -6,6 +6,7 @@ on our shim and, to prove the daemon's side alone, on Go's.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,18 @@ def test_a_container_over_its_memory_limit_is_reported_oom_and_exits_137(ctr: Cl
         stdout=subprocess.PIPE,
         text=True,
     )
+    topics: list[str] = []
+    seen: list[str] = []
+
+    def read() -> None:
+        assert events.stdout is not None
+        for line in events.stdout:
+            seen.append(line)
+            if '"hog"' in line:
+                topics.append(line.split()[5])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         time.sleep(0.3)  # subscribed before the container runs
         hog = ctr(
@@ -112,10 +125,14 @@ def test_a_container_over_its_memory_limit_is_reported_oom_and_exits_137(ctr: Cl
         )
         assert hog.returncode == 137, hog.stderr
         assert "survived" not in hog.stdout
-        time.sleep(0.3)
+        # The shim forwards its events on its own: the last may come after
+        # ``ctr run`` has returned.  ``--rm`` deletes the task, so the
+        # task's delete is the last of its events.
+        tasks.wait_for(lambda: "/tasks/delete" in topics)
     finally:
         events.terminate()
-        seen = events.communicate(timeout=10)[0]
-    topics = [line.split()[5] for line in seen.splitlines() if '"hog"' in line]
+        reader.join(timeout=10)
+        events.communicate(timeout=10)
     assert "/tasks/oom" in topics, seen
+    assert "/tasks/exit" in topics, seen
     assert topics.index("/tasks/oom") < topics.index("/tasks/exit")
