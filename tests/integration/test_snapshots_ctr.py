@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ from pycontainerd.client import Client
 from tests.integration._cli import Cli, table
 from tests.support import daemons
 from tests.support.daemons import RunningDaemon
+from tests.support.tasks import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -153,17 +155,26 @@ def test_prepare_commit_remove_publish_containerds_events(daemon: RunningDaemon)
     events = subprocess.Popen(
         [cli.binary, "-a", daemon.address, "events"], stdout=subprocess.PIPE, text=True
     )
+    seen: list[list[str]] = []
+
+    def read() -> None:
+        assert events.stdout is not None
+        for line in events.stdout:
+            seen.append(line.rstrip("\n").split(" ", 6)[5:])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         time.sleep(0.3)  # let the subscription land
         cli("snapshots", "prepare", "a")
         cli("snapshots", "commit", "c", "a")
         cli("snapshots", "view", "v", "c")  # views publish nothing, as in containerd
         cli("snapshots", "rm", "v")
-        time.sleep(0.3)
+        wait_for(lambda: any(topic == "/snapshot/remove" for topic, *_ in seen))
     finally:
         events.terminate()
-        out, _ = events.communicate(timeout=10)
-    seen = [line.split(" ", 6)[5:] for line in out.splitlines()]
+        reader.join(timeout=10)
+        events.communicate(timeout=10)
     assert seen == [
         ["/snapshot/prepare", '{"key":"a"}'],
         ["/snapshot/commit", '{"key":"a","name":"c"}'],
