@@ -99,20 +99,27 @@ def test_a_layer_with_no_place_lets_its_bytes_pass(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("size_off", "diff_off", "message"),
+    [(1, False, "does not match its descriptor"), (0, True, "wrong diff id")],
+)
 def test_bytes_that_are_not_the_layer_are_refused_and_the_snapshot_removed(
-    tmp_path: Path,
+    tmp_path: Path, size_off: int, diff_off: bool, message: str
 ) -> None:
+    """The blob's digest is the fetcher's to check (see the module); the
+    sink refuses a byte count that is not the descriptor's, or a diff ID
+    that is not the config's."""
     blob, diff_id = _layer({"a": b"a" * 1000})
-    lying = Descriptor(LAYER, "sha256:" + "0" * 64, len(blob))
-    place = _Place(tmp_path, diff_id)
+    desc = Descriptor(LAYER, "sha256:" + hashlib.sha256(blob).hexdigest(), len(blob) + size_off)
+    place = _Place(tmp_path, "sha256:" + "0" * 64 if diff_off else diff_id)
 
     async def scenario() -> None:
         async def decide() -> su.Placement:
             return place.placement()
 
-        sink = su.StreamSink(lying, decide)
+        sink = su.StreamSink(desc, decide)
         await _feed(sink, blob)
-        with pytest.raises(errdefs.FailedPrecondition, match="does not match its descriptor"):
+        with pytest.raises(errdefs.FailedPrecondition, match=message):
             await sink.close()
         with pytest.raises(errdefs.FailedPrecondition):
             await sink.result

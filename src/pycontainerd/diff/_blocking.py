@@ -125,10 +125,21 @@ class _BackgroundHash:
         return self._hash.hexdigest()
 
 
+class _NoHash:
+    """The hash of a :class:`DigestReader` that only counts."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        raise RuntimeError("a counting reader has no digest")
+
+
 class DigestReader(io.RawIOBase):
     """Reads through to ``raw``, counting and hashing every byte (sha256
-    unless another of the digest algorithms is named).  With ``background``
-    the hashing runs in a thread of its own; close the reader when done."""
+    unless another of the digest algorithms is named; with ``algorithm=""``
+    it only counts, for bytes verified elsewhere).  With ``background`` the
+    hashing runs in a thread of its own; close the reader when done."""
 
     def __init__(
         self,
@@ -141,8 +152,14 @@ class DigestReader(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self._algorithm = algorithm
-        self._background = background
-        self._hash: Any = _BackgroundHash(algorithm) if background else hashlib.new(algorithm)
+        self._background = background and bool(algorithm)
+        self._hash: Any
+        if not algorithm:
+            self._hash = _NoHash()
+        elif background:
+            self._hash = _BackgroundHash(algorithm)
+        else:
+            self._hash = hashlib.new(algorithm)
         self._cancelled = cancelled
         self.count = 0
 

@@ -111,6 +111,8 @@ def apply_stream(
     desc: Descriptor,
     mounts: Sequence[Mount],
     cancelled: threading.Event | None = None,
+    *,
+    verified_elsewhere: bool = False,
 ) -> Descriptor:
     """Unpack the blob ``raw`` reads (``desc``'s bytes) onto ``mounts``; blocking.
 
@@ -118,9 +120,13 @@ def apply_stream(
     match ``desc`` is an error even though it has been applied by then (the
     caller discards the snapshot).  containerd trusts its store here; we
     check because a blob damaged on disk would otherwise become a layer with
-    a plausible diff ID.
+    a plausible diff ID.  A caller that verifies the very bytes it feeds
+    ``raw`` before it keeps the result (a pull streaming a layer in as the
+    fetcher digests it) passes ``verified_elsewhere``: the bytes are then
+    only counted, which spares a second sha256 of the blob.
     """
-    blob = DigestReader(raw, cancelled, algorithm=desc.digest.partition(":")[0])
+    algorithm = "" if verified_elsewhere else desc.digest.partition(":")[0]
+    blob = DigestReader(raw, cancelled, algorithm=algorithm)
     try:
         stream = decompress(cast(BinaryIO, blob), None)
         try:
@@ -137,10 +143,11 @@ def apply_stream(
         raise _os_error(exc, f"failed to apply layer {desc.digest}") from exc
     except Exception as exc:  # decompressors raise their own error types
         raise errdefs.Unknown(f"failed to apply layer {desc.digest}: {exc}") from exc
-    if blob.count != desc.size or blob.digest != desc.digest:
+    if blob.count != desc.size or (algorithm and blob.digest != desc.digest):
+        got = f"{blob.digest}, " if algorithm else ""
         raise errdefs.FailedPrecondition(
             f"layer {desc.digest}: content read does not match its descriptor "
-            f"(got {blob.digest}, {blob.count} bytes; want {desc.size} bytes)"
+            f"(got {got}{blob.count} bytes; want {desc.size} bytes)"
         )
     return Descriptor(MEDIA_TYPE_LAYER, diff_id, layer.count)
 

@@ -149,7 +149,12 @@ class ImageStore(Protocol):
 
 
 class Fetcher(Protocol):
-    """:class:`pycontainerd.remotes.Fetcher`'s shape."""
+    """:class:`pycontainerd.remotes.Fetcher`'s shape.
+
+    A fetch from byte 0 checks the blob's size and digest and raises before
+    the iterator ends when they do not match: a :class:`LayerSink` relies
+    on it (only such fetches get one).
+    """
 
     def fetch(self, desc: Any, *, offset: int = 0) -> AsyncIterator[bytes]: ...
 

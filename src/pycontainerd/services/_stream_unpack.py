@@ -11,10 +11,15 @@ writes wait on the pipe, so memory stays at one pipe's worth).  Any other
 layer lets its bytes pass, and the unpacker applies it from the content
 store once it and its parent are in.
 
-The streamed bytes are unverified until the pull commits the blob; the
-applier hashes what it reads and refuses a blob that does not match its
-descriptor, and the diff ID it computes must match the config's before the
-snapshot is committed -- as for a layer applied from the store.
+The streamed bytes are unverified until the pull has them all: the
+registry fetcher digests every chunk it hands over (a sink is made only
+for a download from byte 0, which the fetcher verifies whole) and fails
+the pull when the blob does not match its descriptor, so
+:meth:`StreamSink.close`, which commits the snapshot, is never reached
+with wrong bytes.  The applier therefore only counts the compressed bytes
+(hashing them again cost a sha256 of the blob on the apply's critical
+path).  The diff ID it computes must match the config's before the
+snapshot is committed, as for a layer applied from the store.
 """
 
 from __future__ import annotations
@@ -111,7 +116,10 @@ class StreamSink:
 
         def work(cancelled: Any) -> Descriptor:
             with open(read_fd, "rb", buffering=0) as raw:
-                return apply_stream(raw, desc, mounts, cancelled)
+                # The fetcher digests each chunk it hands the pull (which
+                # pipes it here) and fails the pull, so close() never
+                # commits, unless the whole blob matches.
+                return apply_stream(raw, desc, mounts, cancelled, verified_elsewhere=True)
 
         self._applying = asyncio.ensure_future(run_blocking(work))
 
