@@ -522,9 +522,11 @@ class Backend:
 
     def __init__(self):
         self.done = threading.Event()
+        self.printing = threading.Lock()  # events and output come on different threads
 
     def state_changed(self, container_id, info):
-        print(container_id, info.state, info.exit_code)
+        with self.printing:
+            print(container_id, info.state, info.exit_code)
         if info.state == EventType.EXIT:
             self.done.set()
 
@@ -534,7 +536,8 @@ class Backend:
     def show(self, process_id, stdout):
         with stdout:
             for line in stdout:
-                print(process_id, "says", line.decode().strip())
+                with self.printing:
+                    print(process_id, "says", line.decode().strip())
 
 
 base = Path(tempfile.mkdtemp(prefix="app-", dir="/tmp"))
