@@ -13,10 +13,11 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import random
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from bench.registry import Measure, Target, scenario
 from pycontainerd.remotes import ResolvedDescriptor, Resolver
@@ -102,13 +103,11 @@ LARGE_FILES_PER_LAYER = 12_000
 LARGE_REPOSITORY = "bench/large"
 
 
-def _large_layer(index: int, rng: random.Random) -> tuple[bytes, str]:
-    """One gzip layer of files about 17.5 KB each, a quarter random bytes
-    (so it compresses to about 27%, as real layers do); and its diff ID."""
+def _large_tar(index: int, rng: random.Random) -> bytes:
+    """One layer's tar: files about 17.5 KB each, a quarter random bytes
+    (so it compresses to about 27%, as real layers do)."""
     import io
     import tarfile
-
-    from isal import igzip
 
     noise = rng.randbytes(1 << 20)
     text = (b"the quick brown fox jumps over the lazy dog\n" * 25_000)[: 1 << 20]
@@ -126,14 +125,19 @@ def _large_layer(index: int, rng: random.Random) -> tuple[bytes, str]:
             info = tarfile.TarInfo(f"l{index}/d{i // 100}/f{i}")
             info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
             tar.addfile(info, io.BytesIO(data))
-    tar_bytes = raw.getvalue()
+    return raw.getvalue()
+
+
+def _gzip_layer(tar_bytes: bytes) -> tuple[bytes, str]:
+    """The layer's gzip blob and its diff ID."""
+    from isal import igzip
+
     diff_id = "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
     return igzip.compress(tar_bytes, compresslevel=1, mtime=0), diff_id
 
 
-@functools.cache
-def _large_image() -> str:
-    """Push the large image into the registry; its reference (once per run)."""
+def _push_large(tag: str, tars: Iterator[bytes]) -> str:
+    """Push an image of ``tars`` (one gzip layer each) as ``tag``; its reference."""
     import json
 
     from tests.support.registry import (
@@ -146,10 +150,9 @@ def _large_image() -> str:
     )
 
     reg = _registry()
-    rng = random.Random(7)
     layers, diff_ids = [], []
-    for index in range(LARGE_LAYERS):
-        blob, diff_id = _large_layer(index, rng)
+    for tar_bytes in tars:
+        blob, diff_id = _gzip_layer(tar_bytes)
         layers.append(Blob(OCI_LAYER_GZIP, blob))
         diff_ids.append(diff_id)
     config = Blob(
@@ -177,7 +180,7 @@ def _large_image() -> str:
             }
         ).encode(),
     )
-    ref = f"{reg.host}/{LARGE_REPOSITORY}:1"
+    ref = f"{reg.host}/{LARGE_REPOSITORY}:{tag}"
 
     async def push() -> None:
         async with Resolver(plain_http=True) as resolver:
@@ -185,6 +188,67 @@ def _large_image() -> str:
 
     asyncio.run(push())
     return ref
+
+
+@functools.cache
+def _large_tars() -> tuple[bytes, ...]:
+    """The large image's layer tars, about 1 GB (made once per run)."""
+    rng = random.Random(7)
+    return tuple(_large_tar(index, rng) for index in range(LARGE_LAYERS))
+
+
+@functools.cache
+def _large_image() -> str:
+    """Push the large image into the registry; its reference (once per run)."""
+    return _push_large("1", iter(_large_tars()))
+
+
+_variants = itertools.count(1)
+
+
+def _fresh_large_image() -> str:
+    """Push a variant of the large image no daemon has seen: each layer gets
+    one small file of its own in front, so every blob and diff ID is new
+    while the work of a pull stays the same."""
+    import io
+    import tarfile
+
+    n = next(_variants)
+
+    def tars() -> Iterator[bytes]:
+        for index, tar_bytes in enumerate(_large_tars()):
+            head = io.BytesIO()
+            with tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                data = f"variant {n} of layer {index}\n".encode()
+                info = tarfile.TarInfo(f"variant-{index}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+                tar.addfile(info, io.BytesIO(data))
+                entry = head.getvalue()[: tar.offset]  # the entry, without the end blocks
+            yield entry + tar_bytes
+
+    return _push_large(f"fresh-{n}", tars())
+
+
+@scenario(
+    "pull-unpack-fresh",
+    "images pull + unpack of an image like pull-unpack-large's (60,000 files, about 1 GB)"
+    " that neither daemon has: a new variant each round, so no round follows the removal"
+    " of 60,000 files (registered first: it runs before that churn)",
+    ops=1,
+    unit="pull",
+    rounds=3,
+)
+def pull_unpack_fresh(target: Target) -> Iterator[Measure]:
+    from bench.commands import ctr, pyctr
+
+    tool = pyctr if target.label == "pycontainerd" else ctr
+    pull: list[Callable[[], object]] = []
+
+    def next_image() -> None:  # untimed: make and push the round's variant
+        ref = _fresh_large_image()
+        pull[:] = [tool(target, "images", "pull", "--plain-http", ref, timeout=600)]
+
+    yield Measure(lambda: pull[0](), reset=next_image)
 
 
 @scenario(
