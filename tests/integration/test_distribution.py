@@ -339,3 +339,30 @@ def test_pyctr_user_flag_authenticates_and_is_needed(
         assert "access denied" in refused
         pyctr("images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
         assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+
+
+def test_pyctr_tls_flags_reach_a_registry_that_wants_a_client_certificate(
+    daemon: daemons.RunningDaemon, image: BuiltImage
+) -> None:
+    with registry(client_auth=True) as private:
+        assert private.ca_file is not None and private.client_cert is not None
+        ca, (cert, key) = str(private.ca_file), map(str, private.client_cert)
+        ref = f"{private.host}/team/busybox:latest"
+
+        async def fill() -> None:
+            async with Resolver(ca_files=[ca], client_certs=[(cert, key)]) as resolver:
+                await push_image(resolver, ref, image)
+
+        run(fill())
+        pyctr = Cli("pyctr", daemon.address, "pyctr-tls")
+        untrusted = pyctr.error("images", "pull", ref)
+        assert "certificate verify failed" in untrusted, untrusted
+        anonymous = pyctr.error("images", "pull", "--tlscacert", ca, ref)
+        assert "bad certificate" in anonymous, anonymous
+        half = pyctr.error("images", "pull", "--tlscacert", ca, "--tlscert", cert, ref)
+        assert "--tlscert and --tlskey go together" in half, half
+        assert pyctr("images", "ls", "-q").stdout.split() == []
+        tls = ("--tlscacert", ca, "--tlscert", cert, "--tlskey", key)
+        pulled = pyctr("images", "pull", *tls, ref)
+        assert "unpacking linux/amd64" in pulled.stdout
+        assert pyctr("images", "ls", "-q").stdout.split() == [ref]

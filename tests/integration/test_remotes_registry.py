@@ -243,6 +243,31 @@ def test_tls_with_a_ca_from_hosts_toml_or_skip_verify(tmp_path: Path, image: Bui
         run(main())
 
 
+def test_tls_files_given_directly_and_a_client_certificate(image: BuiltImage) -> None:
+    """ctr's --tlscacert, --tlscert and --tlskey as the resolver takes them:
+    a registry that wants a client certificate refuses a client without one."""
+    with registry(client_auth=True) as reg:
+        assert reg.ca_file is not None and reg.client_cert is not None
+        ref = f"{reg.host}/library/busybox:latest"
+        ca, pair = str(reg.ca_file), (str(reg.client_cert[0]), str(reg.client_cert[1]))
+
+        async def main() -> None:
+            async with Resolver(ca_files=[ca], client_certs=[pair]) as resolver:
+                await push_image(resolver, ref, image)
+                await _pull_all(resolver, ref, image)
+            async with Resolver(ca_files=[ca]) as anonymous:
+                with pytest.raises(errdefs.Unavailable, match="bad certificate"):
+                    await anonymous.resolve(ref)
+            async with Resolver(client_certs=[pair]) as untrusting:
+                with pytest.raises(errdefs.Unavailable, match="TLS handshake"):
+                    await untrusting.resolve(ref)
+            async with Resolver(ca_files=[ca + ".missing"]) as broken:
+                with pytest.raises(errdefs.InvalidArgument, match="TLS files"):
+                    await broken.resolve(ref)
+
+        run(main())
+
+
 def test_token_auth_streamed_upload_after_a_failed_mount(image: BuiltImage) -> None:
     """A mount that does not happen starts an upload; the streamed PUT that
     follows must carry the token the POST got (a stream cannot be re-sent)."""

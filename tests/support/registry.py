@@ -51,6 +51,9 @@ class RunningRegistry:
     root: Path
     log: Path
     ca_file: Path | None = None  # the CA of its certificate, when it serves TLS
+    #: A client certificate and key the CA signed (the registry asks for one
+    #: with ``client_auth``).
+    client_cert: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
@@ -58,7 +61,8 @@ class RunningRegistry:
 
 
 def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    """A throwaway CA and a certificate it signed for 127.0.0.1: (ca, cert, key);
+    also a client certificate it signed, ``client.pem`` with ``client-key.pem``."""
     import ipaddress
 
     from cryptography import x509
@@ -86,11 +90,14 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
-        if not ca:
+        if not ca and subject == "127.0.0.1":  # the server
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                 critical=False,
             )
+        elif not ca:  # a client
+            usage = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+            builder = builder.add_extension(usage, critical=False)
         return builder.sign(signer, hashes.SHA256())
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -101,9 +108,12 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     paths[0].write_bytes(ca_cert.public_bytes(pem))
     paths[1].write_bytes(cert.public_bytes(pem))
-    paths[2].write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    pkcs8, clear = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    paths[2].write_bytes(key.private_bytes(pem, pkcs8, clear))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = build("pycontainerd test client", ca_cert.subject, client_key, ca_key, False)
+    (directory / "client.pem").write_bytes(client.public_bytes(pem))
+    (directory / "client-key.pem").write_bytes(client_key.private_bytes(pem, pkcs8, clear))
     return paths
 
 
@@ -135,9 +145,11 @@ def registry(
     users: Mapping[str, str] | None = None,
     token: TokenServer | None = None,
     tls: bool = False,
+    client_auth: bool = False,
 ) -> Iterator[RunningRegistry]:
     """A docker-registry on 127.0.0.1, over plain HTTP or, with ``tls``, HTTPS
-    with a certificate from a throwaway CA; ``users`` turns on Basic auth,
+    with a certificate from a throwaway CA (``client_auth``: and it wants a
+    client certificate that CA signed); ``users`` turns on Basic auth,
     ``token`` Bearer tokens from that server."""
     if not os.path.exists(REGISTRY_BINARY):
         pytest.skip("docker-registry is not installed")
@@ -161,10 +173,13 @@ def registry(
         f"  addr: {host}",
         f"  secret: {uuid.uuid4().hex}",
     ]
-    ca_file = None
-    if tls:
+    ca_file = client_cert = None
+    if tls or client_auth:
         ca_file, cert, key = _tls_files(root)
         config += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
+        client_cert = root / "client.pem", root / "client-key.pem"
+        if client_auth:
+            config += ["    clientcas:", f"      - {ca_file}"]
     if users:
         (root / "htpasswd").write_text(_htpasswd(users))
         config += ["auth:", "  htpasswd:", "    realm: test", f"    path: {root / 'htpasswd'}"]
@@ -188,7 +203,7 @@ def registry(
         )
     try:
         _wait_ready(host, proc, log)
-        yield RunningRegistry(host, root, log, ca_file)
+        yield RunningRegistry(host, root, log, ca_file, client_cert)
     finally:
         proc.terminate()
         try:

@@ -81,6 +81,37 @@ def test_docker_certificate_files_without_hosts_toml(tmp_path: Path) -> None:
     assert host.client_certs == ((str(d / "client.cert"), str(d / "client.key")),)
 
 
+def test_tls_files_given_for_every_host_come_before_its_own(tmp_path: Path) -> None:
+    """ctr's --tlscacert, --tlscert and --tlskey: every host gets them, and
+    those a host's configuration names come after."""
+
+    def hosts(hosts_dir: Path | None = None) -> list[RegistryHost]:
+        return configure_hosts(
+            "r.example",
+            hosts_dir=hosts_dir,
+            ca_files=["/etc/ca.pem"],
+            client_certs=[("/etc/c.pem", "/etc/k.pem")],
+        )
+
+    (host,) = hosts()
+    assert host.ca_files == ("/etc/ca.pem",)
+    assert host.client_certs == (("/etc/c.pem", "/etc/k.pem"),)
+    d = tmp_path / "r.example"
+    d.mkdir()
+    (d / "ca.crt").write_text("x")
+    (host,) = hosts(tmp_path)
+    assert host.ca_files == ("/etc/ca.pem", str(d / "ca.crt"))
+    (d / "hosts.toml").write_text(
+        '[host."https://mirror.example"]\n  client = [["m.cert", "m.key"]]\n'
+    )
+    mirror, server = hosts(tmp_path)
+    assert mirror.client_certs == (
+        ("/etc/c.pem", "/etc/k.pem"),
+        (str(d / "m.cert"), str(d / "m.key")),
+    )
+    assert mirror.ca_files == server.ca_files == ("/etc/ca.pem",)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -48,6 +48,24 @@ def registry_options(f: F) -> F:
             help="Custom hosts configuration directory (<dir>/<host>/hosts.toml).",
         ),
         click.option(
+            "--tlscacert",
+            "registry_tlscacert",
+            default=None,
+            help="Path to TLS root CA.",
+        ),
+        click.option(
+            "--tlscert",
+            "registry_tlscert",
+            default=None,
+            help="Path to TLS client certificate.",
+        ),
+        click.option(
+            "--tlskey",
+            "registry_tlskey",
+            default=None,
+            help="Path to TLS client key.",
+        ),
+        click.option(
             "--header",
             "registry_headers",
             multiple=True,
@@ -71,9 +89,14 @@ def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         if not sep or not name.strip():
             raise click.BadParameter(f"header {header!r}: expected 'name: value'")
         headers[name.strip()] = value.strip()
+    ca, cert, key = (kwargs.pop(f"registry_tls{k}") for k in ("cacert", "cert", "key"))
+    if bool(cert) != bool(key):
+        raise click.UsageError("--tlscert and --tlskey go together")
     return {
         "plain_http": kwargs.pop("registry_plain_http"),
         "skip_verify": kwargs.pop("registry_skip_verify"),
+        "ca_files": (ca,) if ca else (),
+        "client_certs": ((cert, key),) if cert else (),
         "hosts_dir": kwargs.pop("registry_hosts_dir"),
         "user": user,
         "headers": headers or None,

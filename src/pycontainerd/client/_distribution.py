@@ -59,12 +59,15 @@ async def _threaded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class RemoteOptions:
     """How to reach the registry (ctr's ``--plain-http``, ``--user``, ``--hosts-dir``,
-    ``--skip-verify``) and how hard to pull (``--max-concurrent-downloads``)."""
+    ``--skip-verify``, ``--tlscacert``, ``--tlscert`` and ``--tlskey``) and how
+    hard to pull (``--max-concurrent-downloads``)."""
 
     plain_http: bool = False
     hosts_dir: str | Path | None = None
     user: str | None = None  # "user:password" (a bare user has an empty password)
     skip_verify: bool = False
+    ca_files: Sequence[str] = ()
+    client_certs: Sequence[tuple[str, str]] = ()  # (certificate, key) files
     headers: Mapping[str, str] | None = None
     max_concurrent_downloads: int = pulling.DEFAULT_MAX_CONCURRENT_DOWNLOADS
     max_concurrent_uploads: int = pushing.DEFAULT_MAX_CONCURRENT_UPLOADS
@@ -78,6 +81,8 @@ class RemoteOptions:
             hosts_dir=self.hosts_dir,
             plain_http=self.plain_http,
             skip_verify=self.skip_verify,
+            ca_files=self.ca_files,
+            client_certs=self.client_certs,
             credentials=credentials,
             headers=self.headers,
         )

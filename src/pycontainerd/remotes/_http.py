@@ -861,7 +861,11 @@ class HttpClient:
         except _StaleConnection:
             conn.close()
             if fresh:
-                raise ConnectionLost(f"{method} {url}: connection closed by the server") from None
+                # Why, when the transport said (a TLS alert: no client certificate, say).
+                why = f": {conn._exc}" if conn._exc is not None else ""
+                raise ConnectionLost(
+                    f"{method} {url}: connection closed by the server{why}"
+                ) from None
             raise
         except BaseException:
             conn.close()

@@ -27,6 +27,7 @@ A ``hosts.toml`` is read only up to :data:`MAX_HOSTS_FILE` bytes.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,8 @@ def _host_from(
     *,
     plain_http: bool,
     skip_verify: bool,
+    ca_files: tuple[str, ...],
+    client_certs: tuple[tuple[str, str], ...],
 ) -> RegistryHost:
     if "://" not in url:
         url = ("http://" if plain_http else "https://") + url
@@ -157,8 +160,8 @@ def _host_from(
         host=parts.netloc,
         path=path,
         capabilities=capabilities,
-        ca_files=tuple(ca),
-        client_certs=tuple(clients),
+        ca_files=ca_files + tuple(ca),
+        client_certs=client_certs + tuple(clients),
         skip_verify=bool(verify) if verify is not None else skip_verify,
         headers=headers,
     )
@@ -181,15 +184,22 @@ def configure_hosts(
     hosts_dir: str | Path | None = None,
     plain_http: bool = False,
     skip_verify: bool = False,
+    ca_files: Sequence[str] = (),
+    client_certs: Sequence[tuple[str, str]] = (),
 ) -> list[RegistryHost]:
     """The hosts for ``domain``, mirrors first, then the server.
 
     ``plain_http`` and ``skip_verify`` are the defaults for hosts the
     configuration does not say otherwise about (ctr's ``--plain-http`` and
-    ``--skip-verify``).
+    ``--skip-verify``).  ``ca_files`` and ``client_certs`` (ctr's
+    ``--tlscacert``, ``--tlscert`` and ``--tlskey``) go to every host, before
+    the ones its configuration names.
     """
+    cas, clients = tuple(ca_files), tuple((cert, key) for cert, key in client_certs)
     scheme, server = _default_server(domain, plain_http)
-    default = RegistryHost(scheme, server, skip_verify=skip_verify)
+    default = RegistryHost(
+        scheme, server, ca_files=cas, client_certs=clients, skip_verify=skip_verify
+    )
     if hosts_dir is None:
         return [default]
     root = Path(hosts_dir)
@@ -200,9 +210,15 @@ def configure_hosts(
             return [default]
     config_file = directory / "hosts.toml"
     if not config_file.is_file():
-        cas, pairs = _certificate_files(directory)
+        found_cas, pairs = _certificate_files(directory)
         return [
-            RegistryHost(scheme, server, ca_files=cas, client_certs=pairs, skip_verify=skip_verify)
+            RegistryHost(
+                scheme,
+                server,
+                ca_files=cas + found_cas,
+                client_certs=clients + pairs,
+                skip_verify=skip_verify,
+            )
         ]
     with config_file.open("rb") as f:
         raw = f.read(MAX_HOSTS_FILE + 1)
@@ -212,6 +228,13 @@ def configure_hosts(
         config = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise errdefs.InvalidArgument(f"{config_file}: {exc}") from exc
+    host_from = functools.partial(
+        _host_from,
+        plain_http=plain_http,
+        skip_verify=skip_verify,
+        ca_files=cas,
+        client_certs=clients,
+    )
     hosts: list[RegistryHost] = []
     mirrors = config.get("host", {})
     if not isinstance(mirrors, dict):
@@ -220,19 +243,13 @@ def configure_hosts(
         for url, table in mirrors.items():
             if not isinstance(table, dict):
                 raise errdefs.InvalidArgument(f"host {errdefs.q(url)} must be a table")
-            hosts.append(
-                _host_from(url, table, directory, plain_http=plain_http, skip_verify=skip_verify)
-            )
+            hosts.append(host_from(url, table, directory))
         server_url = config.get("server")
         if server_url is None:
             server_url = f"{scheme}://{server}"
         elif not isinstance(server_url, str):
             raise errdefs.InvalidArgument("server must be a string")
-        hosts.append(
-            _host_from(
-                server_url, config, directory, plain_http=plain_http, skip_verify=skip_verify
-            )
-        )
+        hosts.append(host_from(server_url, config, directory))
     except errdefs.InvalidArgument as exc:
         raise errdefs.InvalidArgument(f"{config_file}: {exc.message}") from exc
     return hosts

@@ -175,7 +175,8 @@ class Resolver:
     across a pull's concurrent fetches and close it (``async with``) when done.
     ``hosts`` maps a reference's domain to its hosts; by default
     :func:`~pycontainerd.remotes.hosts.configure_hosts` with ``hosts_dir``,
-    ``plain_http`` and ``skip_verify``.  ``headers`` go on every request.
+    ``plain_http``, ``skip_verify``, ``ca_files`` and ``client_certs``
+    (``(cert, key)`` pairs).  ``headers`` go on every request.
     ``proxy``: True takes ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from
     the environment (containerd's behaviour), a URL names an ``http://``
     proxy (``user:pass@`` for its Basic auth), False uses none.
@@ -188,6 +189,8 @@ class Resolver:
         hosts_dir: str | Path | None = None,
         plain_http: bool = False,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         credentials: Credentials | None = None,
         headers: Mapping[str, str | Sequence[str]] | None = None,
         proxy: str | bool = True,
@@ -197,7 +200,12 @@ class Resolver:
 
             def hosts(domain: str) -> Sequence[RegistryHost]:
                 return configure_hosts(
-                    domain, hosts_dir=hosts_dir, plain_http=plain_http, skip_verify=skip_verify
+                    domain,
+                    hosts_dir=hosts_dir,
+                    plain_http=plain_http,
+                    skip_verify=skip_verify,
+                    ca_files=ca_files,
+                    client_certs=client_certs,
                 )
 
         self._hosts = hosts

@@ -348,8 +348,9 @@ def _platform_arg(specs: tuple[str, ...]) -> str | None:
 
 def _by_transfer(client: Any, local: bool, registry: dict[str, object]) -> bool:
     """Pull or push through the daemon's Transfer service: when it offers one,
-    unless ``--local`` (or ``--skip-verify``, which the service cannot carry)."""
-    if local or registry.get("skip_verify"):
+    unless ``--local`` (or ``--skip-verify`` or TLS files, which the
+    service's registry type cannot carry)."""
+    if local or any(registry.get(k) for k in ("skip_verify", "ca_files", "client_certs")):
         return False
     from pycontainerd.client import _transfer_service as transfer_service
 

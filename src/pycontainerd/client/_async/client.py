@@ -384,6 +384,8 @@ class AsyncClient:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
@@ -394,7 +396,9 @@ class AsyncClient:
         config and layers, fetched concurrently into content under a lease,
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
-        ``"name:password"``; ``progress`` gets every blob's state and bytes."""
+        ``"name:password"``; ``ca_files`` and ``client_certs`` (``(cert, key)``
+        files) are TLS settings for every registry host, before those of
+        ``hosts_dir``; ``progress`` gets every blob's state and bytes."""
         from pycontainerd.client._async.image import AsyncImage, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             AsyncDistribution,
@@ -407,6 +411,8 @@ class AsyncClient:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
@@ -432,6 +438,8 @@ class AsyncClient:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
@@ -448,6 +456,8 @@ class AsyncClient:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
@@ -472,6 +482,8 @@ class AsyncClient:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         progress: PushProgressFunc | None = None,
         max_concurrent_uploads: int = 3,
@@ -491,6 +503,8 @@ class AsyncClient:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_uploads=max_concurrent_uploads,
         )

@@ -385,6 +385,8 @@ class Client:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
@@ -395,7 +397,9 @@ class Client:
         config and layers, fetched concurrently into content under a lease,
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
-        ``"name:password"``; ``progress`` gets every blob's state and bytes."""
+        ``"name:password"``; ``ca_files`` and ``client_certs`` (``(cert, key)``
+        files) are TLS settings for every registry host, before those of
+        ``hosts_dir``; ``progress`` gets every blob's state and bytes."""
         from pycontainerd.client._sync.image import Image, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             Distribution,
@@ -408,6 +412,8 @@ class Client:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
@@ -433,6 +439,8 @@ class Client:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
@@ -449,6 +457,8 @@ class Client:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_downloads=max_concurrent_downloads,
         )
@@ -473,6 +483,8 @@ class Client:
         hosts_dir: str | Path | None = None,
         user: str | None = None,
         skip_verify: bool = False,
+        ca_files: Sequence[str] = (),
+        client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
         progress: PushProgressFunc | None = None,
         max_concurrent_uploads: int = 3,
@@ -492,6 +504,8 @@ class Client:
             hosts_dir=hosts_dir,
             user=user,
             skip_verify=skip_verify,
+            ca_files=ca_files,
+            client_certs=client_certs,
             headers=headers,
             max_concurrent_uploads=max_concurrent_uploads,
         )
