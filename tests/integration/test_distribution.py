@@ -81,13 +81,20 @@ def daemon() -> Iterator[daemons.RunningDaemon]:
         yield d
 
 
+def _chain_id(image: BuiltImage) -> str:
+    """A one-layer image's chain ID: its layer's diff ID."""
+    (diff_id,) = json.loads(image.config.data)["rootfs"]["diff_ids"]
+    return str(diff_id)
+
+
 def test_ctr_pulls_unpacks_and_runs_an_image_from_the_registry(
     daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
 ) -> None:
     ctr = Cli("ctr", daemon.address, "ctr-pull")
     ref = f"{reg.host}/library/busybox:latest"
-    pulled = ctr("images", "pull", "--plain-http", ref)
+    pulled = ctr("images", "pull", "--plain-http", "--print-chainid", ref)
     assert "unpacking linux/amd64" in pulled.stdout
+    assert f"image chain ID: {_chain_id(image)}\n" in pulled.stdout
     listed = ctr("images", "ls", "-q").stdout.split()
     assert listed == [ref]
     assert ctr("images", "check").stdout.count("complete") == 1
@@ -100,8 +107,10 @@ def test_pyctr_pulls_then_tags_and_pushes_and_skopeo_sees_it(
 ) -> None:
     pyctr = Cli("pyctr", daemon.address, "pyctr-pull")
     ref = f"{reg.host}/library/busybox:latest"
-    pulled = pyctr("images", "pull", "--plain-http", ref)
+    pulled = pyctr("images", "pull", "--plain-http", "--print-chainid", ref)
     assert f"layer-{image.layers[0].digest}: done" in pulled.stdout
+    # As ctr prints it (the test above), last.
+    assert pulled.stdout.endswith(f"image chain ID: {_chain_id(image)}\n")
     assert "unpacking linux/amd64" in pulled.stdout
     assert pyctr("images", "ls", "-q").stdout.split() == [ref]
     # Unpacked: ctr sees the image as complete and runs it.

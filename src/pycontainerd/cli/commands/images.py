@@ -369,6 +369,7 @@ def _pull(
     labels: tuple[str, ...],
     max_concurrent_downloads: int,
     registry: dict[str, object],
+    print_chainid: bool = False,
 ) -> None:
     from pycontainerd.cli.progress import ProgressDisplay
 
@@ -425,6 +426,13 @@ def _pull(
         shown = platform or platforms.format(platforms.default())
         click.echo(f"unpacking {shown} {target.digest}...")
     click.echo(f"done: {time.monotonic() - start:.6g}s")
+    if print_chainid:
+        from pycontainerd.client._distribution import platform_matcher
+        from pycontainerd.client._sync.image import Image
+        from pycontainerd.images.identity import chain_id
+
+        pulled = Image(client, client.images.get(ref), platform=platform_matcher(platform))
+        click.echo(f"image chain ID: {chain_id(pulled.rootfs())}")
 
 
 _pull_options = [
@@ -459,6 +467,7 @@ def _with_pull_options(f: Any) -> Any:
 
 @command.command("pull")
 @_with_pull_options
+@click.option("--print-chainid", is_flag=True, help="Print the resulting image's chain ID.")
 @click.argument("ref")
 @pass_globals
 def pull(g: Globals, /, ref: str, **kwargs: Any) -> None:
