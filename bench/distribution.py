@@ -229,6 +229,15 @@ def _fresh_large_image() -> str:
     return _push_large(f"fresh-{n}", tars())
 
 
+def _pull(target: Target, ref: str) -> Callable[[], object]:
+    """``images pull --plain-http REF``: pyctr on ours (the daemon's Transfer
+    service), ctr on containerd (client-side)."""
+    from bench.commands import ctr, pyctr
+
+    tool = pyctr if target.label == "pycontainerd" else ctr
+    return tool(target, "images", "pull", "--plain-http", ref, timeout=600)
+
+
 @scenario(
     "pull-unpack-fresh",
     "images pull + unpack of an image like pull-unpack-large's (60,000 files, about 1 GB)"
@@ -239,14 +248,10 @@ def _fresh_large_image() -> str:
     rounds=3,
 )
 def pull_unpack_fresh(target: Target) -> Iterator[Measure]:
-    from bench.commands import ctr, pyctr
-
-    tool = pyctr if target.label == "pycontainerd" else ctr
     pull: list[Callable[[], object]] = []
 
     def next_image() -> None:  # untimed: make and push the round's variant
-        ref = _fresh_large_image()
-        pull[:] = [tool(target, "images", "pull", "--plain-http", ref, timeout=600)]
+        pull[:] = [_pull(target, _fresh_large_image())]
 
     yield Measure(lambda: pull[0](), reset=next_image)
 
@@ -261,11 +266,10 @@ def pull_unpack_fresh(target: Target) -> Iterator[Measure]:
     rounds=3,
 )
 def pull_unpack_large(target: Target) -> Iterator[Measure]:
-    from bench.commands import ctr, pyctr
+    from bench.commands import ctr
 
     ref = _large_image()
-    tool = pyctr if target.label == "pycontainerd" else ctr
-    pull = tool(target, "images", "pull", "--plain-http", ref, timeout=600)
+    pull = _pull(target, ref)
     # Untimed: the image, its content and its snapshots go before each round.
     remove = ctr(target, "images", "rm", "--sync", ref)
 
