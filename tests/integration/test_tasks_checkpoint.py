@@ -34,7 +34,12 @@ from tests.support import tasks
 pytestmark = pytest.mark.integration
 
 IMAGE = tasks.IMAGE
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+# The count is written aside and renamed into place: a reader that opened the
+# file between the shell's truncate and its write would read nothing.
+COUNTER = (
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; "
+    "sleep 0.1; done"
+)
 
 
 @functools.cache
