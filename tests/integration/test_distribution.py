@@ -42,6 +42,7 @@ from tests.support.registry import (
     RunningRegistry,
     busybox_image,
     push_image,
+    push_index,
     registry,
 )
 from tests.support.tasks import busybox_layer
@@ -325,6 +326,75 @@ def test_pull_by_digest_names_the_image_by_its_digest(
     ref = f"{reg.host}/library/busybox@{image.manifest.digest}"
     pyctr("images", "pull", "--plain-http", ref)
     assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+
+
+def _arm64_image() -> BuiltImage:
+    """A one-file arm64 image: a layer and config the amd64 image does not share."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc/arch")
+        info.size, info.mode = 6, 0o644
+        tar.addfile(info, io.BytesIO(b"arm64\n"))
+    tar_bytes = buf.getvalue()
+    layer = Blob(OCI_LAYER_GZIP, gzip.compress(tar_bytes, mtime=0))
+    config = {
+        "architecture": "arm64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(tar_bytes).hexdigest()]},
+    }
+    config_blob = Blob(OCI_CONFIG, json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest, "size": config_blob.size},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+    }
+    return BuiltImage(Blob(OCI_MANIFEST, json.dumps(manifest).encode()), config_blob, (layer,))
+
+
+def test_all_metadata_and_metadata_only_fetch_what_ctr_fetches(
+    daemon: daemons.RunningDaemon, reg: RunningRegistry, image: BuiltImage
+) -> None:
+    """--all-metadata: every manifest and config of the index, layers only for
+    the host's platform; --metadata-only: no layers at all.  What Debian's
+    ctr fetches into our daemon (client-side) is the reference."""
+    arm64 = _arm64_image()
+    ref = f"{reg.host}/multi/busybox:v1"
+
+    async def fill() -> str:
+        async with Resolver(plain_http=True) as resolver:
+            return (await push_index(resolver, ref, {"amd64": image, "arm64": arm64})).digest
+
+    index = run(fill())
+    metadata = {index, image.manifest.digest, image.config.digest}
+    metadata |= {arm64.manifest.digest, arm64.config.digest}
+    amd64_layers = {layer.digest for layer in image.layers}
+
+    def content(cli: Cli) -> set[str]:
+        return set(cli("content", "ls", "-q").stdout.split())
+
+    ctr = Cli("ctr", daemon.address, "meta-ctr")
+    ctr("images", "pull", "--plain-http", "--all-metadata", ref)
+    assert content(ctr) == metadata | amd64_layers
+    for namespace, extra in (("meta-transfer", ()), ("meta-local", ("--local",))):
+        pyctr = Cli("pyctr", daemon.address, namespace)
+        pulled = pyctr("images", "pull", "--plain-http", "--all-metadata", *extra, ref)
+        assert "unpacking linux/amd64" in pulled.stdout
+        assert content(pyctr) == content(ctr), namespace
+        # Unpacked for this host: ctr runs it.
+        hello = ctr.in_namespace(namespace)("run", "--rm", ref, namespace, "echo", "ran")
+        assert hello.stdout == "ran\n"
+    # Without the flag, the other platform's manifest is not fetched.
+    plain = Cli("pyctr", daemon.address, "meta-none")
+    plain("images", "pull", "--plain-http", ref)
+    assert content(plain) == {index, image.manifest.digest, image.config.digest} | amd64_layers
+
+    ctr_only = ctr.in_namespace("meta-only-ctr")
+    ctr_only("content", "fetch", "--plain-http", "--metadata-only", ref)
+    pyctr_only = Cli("pyctr", daemon.address, "meta-only-pyctr")
+    pyctr_only("content", "fetch", "--plain-http", "--metadata-only", ref)
+    assert content(pyctr_only) == content(ctr_only) == metadata
+    assert pyctr_only("images", "ls", "-q").stdout.split() == [ref]
 
 
 def test_pyctr_user_flag_authenticates_and_is_needed(

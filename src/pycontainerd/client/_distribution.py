@@ -247,13 +247,17 @@ async def _pull(
     unpack: bool,
     platform: str | pf.Platform | None,
     all_platforms: bool,
+    all_metadata: bool,
+    metadata_only: bool,
     limit: int,
     labels: Mapping[str, str] | None,
     progress: pulling.ProgressFunc | None,
     options: RemoteOptions,
 ) -> Image:
     """Pull (or fetch) through ``client``'s services; the saved record."""
-    matcher = platform_matcher(platform)
+    # Metadata only: every entry's metadata, and no platform's layers.
+    matcher = pf.ordered() if metadata_only else platform_matcher(platform)
+    all_metadata = all_metadata or metadata_only
     unpacker = _Unpacker(client, snapshotter, matcher, apply_layer, run) if unpack else None
     async with options.resolver() as resolver:
         image = await pulling.fetch(
@@ -261,11 +265,13 @@ async def _pull(
             ref,
             _Content(client.content, run),
             platform=pf.any_platform() if all_platforms else matcher,
-            limit=0 if all_platforms else limit,
+            # Every entry's metadata is wanted, so none is cut by the limit.
+            limit=0 if all_platforms or all_metadata else limit,
             max_concurrent_downloads=options.max_concurrent_downloads,
             progress=progress,
             unpacker=unpacker,
             labels=labels,
+            all_metadata=all_metadata,
         )
     if unpacker is not None and not unpacker.unpacked:
         raise errdefs.NotFound(f"{image.name}: no manifest for platform to unpack")
@@ -314,6 +320,8 @@ class AsyncDistribution:
         snapshotter: str = "",
         platform: str | pf.Platform | None = None,
         all_platforms: bool = False,
+        all_metadata: bool = False,
+        metadata_only: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: pulling.ProgressFunc | None = None,
         options: RemoteOptions = RemoteOptions(),
@@ -331,6 +339,8 @@ class AsyncDistribution:
                 unpack=unpack,
                 platform=platform,
                 all_platforms=all_platforms,
+                all_metadata=all_metadata,
+                metadata_only=metadata_only,
                 limit=limit,
                 labels=labels,
                 progress=progress,
@@ -393,6 +403,8 @@ class Distribution:
         snapshotter: str = "",
         platform: str | pf.Platform | None = None,
         all_platforms: bool = False,
+        all_metadata: bool = False,
+        metadata_only: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: pulling.ProgressFunc | None = None,
         options: RemoteOptions = RemoteOptions(),
@@ -411,6 +423,8 @@ class Distribution:
                     unpack=unpack,
                     platform=platform,
                     all_platforms=all_platforms,
+                    all_metadata=all_metadata,
+                    metadata_only=metadata_only,
                     limit=limit,
                     labels=labels,
                     progress=progress,

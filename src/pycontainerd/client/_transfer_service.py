@@ -196,6 +196,7 @@ def pull(
     snapshotter: str = "",
     platform: str | None = None,
     all_platforms: bool = False,
+    all_metadata: bool = False,
     labels: Mapping[str, str] | None = None,
     plain_http: bool = False,
     hosts_dir: str | None = None,
@@ -207,10 +208,13 @@ def pull(
     chosen = pf.normalize(pf.parse(platform)) if platform else pf.default()
 
     def build(auth_stream: str) -> tuple[Any, Any]:
-        store = imagestore_pb2.ImageStore(name=ref, labels=dict(labels or {}))
+        store = imagestore_pb2.ImageStore(
+            name=ref, labels=dict(labels or {}), all_metadata=all_metadata
+        )
         if not all_platforms:
             store.platforms.append(_platform_pb(chosen))
-            store.manifest_limit = 1
+            # One manifest, unless every entry's metadata is wanted.
+            store.manifest_limit = 0 if all_metadata else 1
         if unpack:
             store.unpacks.append(
                 imagestore_pb2.UnpackConfiguration(

@@ -5,7 +5,10 @@ The walk starts at the root descriptor a reference resolves to and follows
 index → manifests (the platform's, or all) → config and layers, as
 containerd's ``images.Dispatch`` with ``FetchHandler``, ``ChildrenHandler``,
 ``SetChildrenMappedLabels``, ``FilterPlatforms``/``LimitManifests`` and
-``AppendDistributionSourceLabel``:
+``AppendDistributionSourceLabel``.  With ``all_metadata`` (ctr's
+``--all-metadata``, containerd's ``FilterManifestByPlatformHandler``) an
+index's every manifest is fetched, but one for another platform brings
+only its config, not its layers, and gets no unpack job:
 
 * every blob is fetched at most once, at most ``max_concurrent_downloads``
   at a time (containerd's default is 3); a blob the store already has is
@@ -268,6 +271,7 @@ class _Pull:
         progress: ProgressFunc | None,
         layer_sink: LayerSinkFactory | None,
         unpacker: Unpacker | None,
+        all_metadata: bool = False,
     ) -> None:
         self.name = name
         self.fetcher = fetcher
@@ -282,6 +286,9 @@ class _Pull:
         self.visited: dict[str, asyncio.Future[None]] = {}
         self.group: asyncio.TaskGroup | None = None
         self.manifests = 0
+        self.all_metadata = all_metadata
+        #: Manifests an index lists only for another platform (``all_metadata``).
+        self.metadata_only: set[str] = set()
 
     def report(self, desc: Descriptor, state: BlobState, offset: int = 0, error: str = "") -> None:
         if self.progress is not None:
@@ -357,8 +364,11 @@ class _Pull:
         # task group, not by this future (an unpack job waits for layers).
         done.set_result(None)
         if mt.is_manifest(desc.media_type):
-            self.manifests += 1
             manifest = parse_manifest(data, desc.media_type)
+            if desc.digest in self.metadata_only:
+                self.visit(manifest.config)
+                return
+            self.manifests += 1
             config_done = self.visit(manifest.config)
             ready = {layer.digest: self.visit(layer) for layer in manifest.layers}
             if self.unpacker is not None:
@@ -377,6 +387,14 @@ class _Pull:
         if mt.is_index(desc.media_type):
             kids = list(parse_index(data, desc.media_type).manifests)
             kept = filter_platforms(self.matcher, kids)
+            if self.all_metadata:
+                matched = {k.digest for k in kept}
+                self.metadata_only.update(
+                    k.digest
+                    for k in kids
+                    if mt.is_manifest(k.media_type) and k.digest not in matched
+                )
+                kept = kids
             if self.limit > 0:
                 kept = sort_by_platform(self.matcher, kept)[: self.limit]
             return kids, kept
@@ -571,12 +589,15 @@ async def fetch(
     layer_sink: LayerSinkFactory | None = None,
     unpacker: Unpacker | None = None,
     labels: Mapping[str, str] | None = None,
+    all_metadata: bool = False,
 ) -> Image:
     """Fetch everything ``ref`` needs into ``store``; the image record to save.
 
     ``platform`` picks index entries (default: every platform); ``limit``
     keeps only the best that many per index (0: all that match; containerd's
-    ``Pull`` uses 1, ``Fetch`` 0).  Nothing is written to an image store.
+    ``Pull`` uses 1, ``Fetch`` 0); ``all_metadata`` also fetches the
+    manifests and configs of the other entries (the module docstring says
+    how).  Nothing is written to an image store.
     Run it under a lease: what it writes is otherwise fair game for GC.
     """
     matcher = platform or pf.any_platform()
@@ -592,6 +613,7 @@ async def fetch(
         progress=progress,
         layer_sink=layer_sink,
         unpacker=unpacker,
+        all_metadata=all_metadata,
     )
     try:
         async with asyncio.TaskGroup() as group:
@@ -599,7 +621,9 @@ async def fetch(
             pull.visit(root)
     except BaseExceptionGroup as failed:
         raise _first_error(failed) from None
-    if mt.is_index(root.media_type) and pull.manifests == 0:
+    # With all_metadata, as containerd, a platform no entry has fetches the
+    # metadata alone (ctr's --metadata-only asks for that).
+    if mt.is_index(root.media_type) and pull.manifests == 0 and not all_metadata:
         raise errdefs.NotFound(f"{name}: no match for platform in manifest {root.digest}")
     log.debug("fetched %s (%s): %d blobs", name, root.digest, len(pull.visited))
     return Image(name=name, target=root, labels=dict(labels or {}))

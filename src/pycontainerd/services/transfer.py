@@ -382,6 +382,7 @@ class TransferService:
                 unpacker=unpacker,
                 layer_sink=unpacker.layer_sink if unpacker is not None else None,
                 labels=dict(store.labels),
+                all_metadata=store.all_metadata,
             )
             if store.name:
                 image = type(image)(name=store.name, target=image.target, labels=image.labels)

@@ -217,6 +217,10 @@ def remove(g: Globals, digests: tuple[str, ...]) -> None:
     "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform."
 )
 @click.option("--all-platforms", is_flag=True, help="Pull content from all platforms.")
+@click.option("--all-metadata", is_flag=True, help="Pull metadata for all platforms.")
+@click.option(
+    "--metadata-only", is_flag=True, help="Pull all metadata including manifests and configs."
+)
 @click.option(
     "--max-concurrent-downloads",
     type=int,
@@ -232,6 +236,8 @@ def fetch(
     ref: str,
     platform_specs: tuple[str, ...],
     all_platforms: bool,
+    all_metadata: bool,
+    metadata_only: bool,
     max_concurrent_downloads: int,
     **kwargs: Any,
 ) -> None:
@@ -247,6 +253,8 @@ def fetch(
             ref,
             platform=platform_specs[0] if platform_specs else None,
             all_platforms=all_platforms,
+            all_metadata=all_metadata,
+            metadata_only=metadata_only,
             progress=display,
             max_concurrent_downloads=max_concurrent_downloads,
             **registry,

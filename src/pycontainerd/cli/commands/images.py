@@ -366,6 +366,7 @@ def _pull(
     snapshotter: str,
     platform_specs: tuple[str, ...],
     all_platforms: bool,
+    all_metadata: bool,
     labels: tuple[str, ...],
     max_concurrent_downloads: int,
     registry: dict[str, object],
@@ -390,6 +391,7 @@ def _pull(
                 snapshotter=snapshotter,
                 platform=platform,
                 all_platforms=all_platforms,
+                all_metadata=all_metadata,
                 labels=label_args(labels),
                 plain_http=bool(registry["plain_http"]),
                 hosts_dir=registry["hosts_dir"],  # type: ignore[arg-type]
@@ -404,6 +406,7 @@ def _pull(
                 snapshotter=snapshotter,
                 platform=platform,
                 all_platforms=all_platforms,
+                all_metadata=all_metadata,
                 labels=label_args(labels),
                 progress=display,
                 max_concurrent_downloads=max_concurrent_downloads,
@@ -415,6 +418,7 @@ def _pull(
                 ref,
                 platform=platform,
                 all_platforms=all_platforms,
+                all_metadata=all_metadata,
                 labels=label_args(labels),
                 progress=display,
                 max_concurrent_downloads=max_concurrent_downloads,
@@ -444,6 +448,7 @@ _pull_options = [
     click.option(
         "--all-platforms", is_flag=True, help="Pull content and metadata from all platforms."
     ),
+    click.option("--all-metadata", is_flag=True, help="Pull metadata for all platforms."),
     click.option(
         "--max-concurrent-downloads",
         type=int,

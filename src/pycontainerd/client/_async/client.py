@@ -380,6 +380,7 @@ class AsyncClient:
         snapshotter: str = "",
         platform: str | platforms.Platform | None = None,
         all_platforms: bool = False,
+        all_metadata: bool = False,
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
@@ -393,7 +394,8 @@ class AsyncClient:
     ) -> AsyncImage:
         """Pull ``ref`` from its registry (containerd's ``Pull``): the best manifest
         for ``platform`` (default: the host's; all with ``all_platforms``), its
-        config and layers, fetched concurrently into content under a lease,
+        config and layers (and every other entry's manifest and config with
+        ``all_metadata``), fetched concurrently into content under a lease,
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
         ``"name:password"``; ``ca_files`` and ``client_certs`` (``(cert, key)``
@@ -422,6 +424,7 @@ class AsyncClient:
             snapshotter=await resolve_snapshotter(self, snapshotter) if unpack else "",
             platform=platform,
             all_platforms=all_platforms,
+            all_metadata=all_metadata,
             labels=labels,
             progress=progress,
             options=options,
@@ -434,6 +437,8 @@ class AsyncClient:
         *,
         platform: str | platforms.Platform | None = None,
         all_platforms: bool = False,
+        all_metadata: bool = False,
+        metadata_only: bool = False,
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
@@ -446,8 +451,10 @@ class AsyncClient:
         max_concurrent_downloads: int = 3,
     ) -> ImageRecord:
         """Fetch ``ref``'s content without unpacking (containerd's ``Fetch``):
-        every manifest matching ``platform`` (default: the host's), and the
-        image record, which is created or updated."""
+        every manifest matching ``platform`` (default: the host's; every
+        other one's manifest and config too with ``all_metadata``; those
+        alone, no layers, with ``metadata_only``), and the image record,
+        which is created or updated."""
         from pycontainerd.client._async.image import apply_layer
         from pycontainerd.client._distribution import AsyncDistribution, RemoteOptions
 
@@ -466,6 +473,8 @@ class AsyncClient:
             unpack=False,
             platform=platform,
             all_platforms=all_platforms,
+            all_metadata=all_metadata,
+            metadata_only=metadata_only,
             labels=labels,
             progress=progress,
             options=options,
