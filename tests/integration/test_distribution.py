@@ -207,15 +207,22 @@ def _unique_image(name: str) -> BuiltImage:
         for member in src.getmembers():
             tar.addfile(member, src.extractfile(member) if member.isreg() else None)
         tar.addfile(info, io.BytesIO(data))
-    tar_bytes = buf.getvalue()
+    return _one_layer_image(buf.getvalue(), "amd64", {"Cmd": ["/bin/sh"]})
+
+
+def _one_layer_image(
+    tar_bytes: bytes, architecture: str, config: dict[str, object] | None = None
+) -> BuiltImage:
+    """An OCI image of one gzip layer (``tar_bytes``) for linux/``architecture``."""
     layer = Blob(OCI_LAYER_GZIP, gzip.compress(tar_bytes, mtime=0))
-    config = {
-        "architecture": "amd64",
+    image_config: dict[str, object] = {
+        "architecture": architecture,
         "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(tar_bytes).hexdigest()]},
     }
-    config_blob = Blob(OCI_CONFIG, json.dumps(config).encode())
+    if config is not None:
+        image_config["config"] = config
+    config_blob = Blob(OCI_CONFIG, json.dumps(image_config).encode())
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -335,21 +342,7 @@ def _arm64_image() -> BuiltImage:
         info = tarfile.TarInfo("etc/arch")
         info.size, info.mode = 6, 0o644
         tar.addfile(info, io.BytesIO(b"arm64\n"))
-    tar_bytes = buf.getvalue()
-    layer = Blob(OCI_LAYER_GZIP, gzip.compress(tar_bytes, mtime=0))
-    config = {
-        "architecture": "arm64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(tar_bytes).hexdigest()]},
-    }
-    config_blob = Blob(OCI_CONFIG, json.dumps(config).encode())
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest, "size": config_blob.size},
-        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
-    }
-    return BuiltImage(Blob(OCI_MANIFEST, json.dumps(manifest).encode()), config_blob, (layer,))
+    return _one_layer_image(buf.getvalue(), "arm64")
 
 
 def test_all_metadata_and_metadata_only_fetch_what_ctr_fetches(
