@@ -27,7 +27,13 @@ from pycontainerd.remotes import Resolver
 from tests.integration.test_distribution import _fault_registry, _unique_image
 from tests.support import daemons, tasks
 from tests.support.fault_registry import Fault, fault_registry
-from tests.support.registry import RunningRegistry, busybox_image, push_image, registry
+from tests.support.registry import (
+    RunningRegistry,
+    busybox_image,
+    push_image,
+    registry,
+    token_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -273,6 +279,32 @@ def test_pyctr_user_reaches_a_private_registry_through_the_auth_stream(
         pulled = _pyctr(d, ns, "images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
         assert pulled.returncode == 0, pulled.stderr
         assert f"{ref}: saved" in pulled.stdout
+
+
+def test_pyctr_refresh_token_gets_a_token_with_or_without_the_transfer_service(
+    daemon: tuple[daemons.RunningDaemon, grpc.Channel, str],
+) -> None:
+    """ctr's --refresh: no user, and the token goes to the token server as an
+    OAuth2 refresh-token grant, from the daemon (the auth stream answers
+    REFRESH) or from pyctr itself (--local)."""
+    d, _channel, ns = daemon
+    with (
+        token_server({"alice": "s3cret"}, refresh_tokens={"rt-alice": "alice"}) as tokens,
+        registry(token=tokens) as private,
+    ):
+        ref = f"{private.host}/team/busybox:rt"
+        push_busybox(private, ref)
+        refused = _pyctr(d, ns, "images", "pull", "--plain-http", "--refresh", "rt-nobody", ref)
+        assert refused.returncode != 0
+        assert "token server refused" in refused.stderr
+        for extra in ((), ("--local",)):
+            tokens.requests.clear()
+            pulled = _pyctr(
+                d, ns, "images", "pull", "--plain-http", "--refresh", "rt-alice", *extra, ref
+            )
+            assert pulled.returncode == 0, pulled.stderr
+            assert "POST /token grant_type=['refresh_token']" in tokens.requests, extra
+            _pyctr(d, ns, "images", "rm", ref)
 
 
 @pytest.mark.parametrize(

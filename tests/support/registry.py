@@ -221,10 +221,13 @@ def _b64(data: bytes) -> str:
 @dataclass
 class TokenServer:
     """Issues registry tokens: ``users`` get what they ask for; anonymous
-    requests get ``anonymous`` actions (none by default) on every repository."""
+    requests get ``anonymous`` actions (none by default) on every repository.
+    A POSTed OAuth2 ``refresh_token`` grant with one of ``refresh_tokens``
+    (token -> user) gets that user's token."""
 
     users: Mapping[str, str]
     anonymous: tuple[str, ...] = ()
+    refresh_tokens: Mapping[str, str] = field(default_factory=dict)
     service: str = "pycontainerd-test-registry"
     issuer: str = "pycontainerd-test-issuer"
     url: str = ""
@@ -291,11 +294,15 @@ class TokenServer:
 
 @contextlib.contextmanager
 def token_server(
-    users: Mapping[str, str], *, anonymous: tuple[str, ...] = ()
+    users: Mapping[str, str],
+    *,
+    anonymous: tuple[str, ...] = (),
+    refresh_tokens: Mapping[str, str] | None = None,
 ) -> Iterator[TokenServer]:
-    """A :class:`TokenServer` answering ``GET /token`` on 127.0.0.1 (a thread)."""
+    """A :class:`TokenServer` answering ``GET /token`` (and the OAuth2
+    ``POST /token``) on 127.0.0.1 (a thread)."""
     directory = Path(tempfile.mkdtemp(prefix="pycontainerd-token-"))
-    server = TokenServer(users, anonymous)
+    server = TokenServer(users, anonymous, dict(refresh_tokens or {}))
     server._setup(directory)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -315,6 +322,18 @@ def token_server(
                     return
                 user = name
             scopes = [s for value in query.get("scope", []) for s in value.split(" ")]
+            token = server.issue(user, scopes)
+            self._answer(200, {"access_token": token, "expires_in": 300})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            form = urllib.parse.parse_qs(self.rfile.read(min(length, 1 << 16)).decode())
+            server.requests.append(f"POST {self.path} grant_type={form.get('grant_type')}")
+            user = server.refresh_tokens.get(form.get("refresh_token", [""])[0])
+            if form.get("grant_type") != ["refresh_token"] or user is None:
+                self._answer(401, {"error": "invalid_grant"})
+                return
+            scopes = [s for value in form.get("scope", []) for s in value.split(" ")]
             token = server.issue(user, scopes)
             self._answer(200, {"access_token": token, "expires_in": 300})
 

@@ -1,8 +1,10 @@
 """ctr's registry flags, shared by ``images pull|push|fetch`` and ``content fetch``.
 
 ``--plain-http``, ``--user/-u user[:password]`` (the password is asked for
-when missing and stdin is a terminal), ``--hosts-dir``, ``--skip-verify/-k``
-and the concurrency limits, turned into the client's keyword arguments.
+when missing and stdin is a terminal), ``--refresh`` (a token server's
+refresh token, for when no user is given), ``--hosts-dir``,
+``--skip-verify/-k``, the TLS files and extra headers, turned into the
+client's keyword arguments.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def registry_options(f: F) -> F:
             "registry_user",
             default=None,
             help="User[:password] Registry user and password.",
+        ),
+        click.option(
+            "--refresh",
+            "registry_refresh",
+            default=None,
+            help="Refresh token for authorization server.",
         ),
         click.option(
             "--hosts-dir",
@@ -80,6 +88,7 @@ def registry_options(f: F) -> F:
 def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pop the ``registry_*`` flags out of ``kwargs``; the client's keywords."""
     user = kwargs.pop("registry_user")
+    refresh = kwargs.pop("registry_refresh")
     if user is not None and ":" not in user and sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, default="", show_default=False)
         user = f"{user}:{password}"
@@ -99,5 +108,6 @@ def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         "client_certs": ((cert, key),) if cert else (),
         "hosts_dir": kwargs.pop("registry_hosts_dir"),
         "user": user,
+        "refresh_token": refresh or None,
         "headers": headers or None,
     }

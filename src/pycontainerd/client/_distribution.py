@@ -58,13 +58,16 @@ async def _threaded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class RemoteOptions:
-    """How to reach the registry (ctr's ``--plain-http``, ``--user``, ``--hosts-dir``,
-    ``--skip-verify``, ``--tlscacert``, ``--tlscert`` and ``--tlskey``) and how
-    hard to pull (``--max-concurrent-downloads``)."""
+    """How to reach the registry (ctr's ``--plain-http``, ``--user``, ``--refresh``,
+    ``--hosts-dir``, ``--skip-verify``, ``--tlscacert``, ``--tlscert`` and
+    ``--tlskey``) and how hard to pull (``--max-concurrent-downloads``)."""
 
     plain_http: bool = False
     hosts_dir: str | Path | None = None
     user: str | None = None  # "user:password" (a bare user has an empty password)
+    #: An OAuth2 refresh (identity) token for the token server, used when
+    #: no ``user`` is given (as ctr's ``--refresh``).
+    refresh_token: str | None = None
     skip_verify: bool = False
     ca_files: Sequence[str] = ()
     client_certs: Sequence[tuple[str, str]] = ()  # (certificate, key) files
@@ -77,6 +80,9 @@ class RemoteOptions:
         if self.user is not None:
             username, _, secret = self.user.partition(":")
             credentials = static_credentials(username, secret)
+        elif self.refresh_token:
+            # No username: the token server gets a refresh-token grant.
+            credentials = static_credentials("", self.refresh_token)
         return Resolver(
             hosts_dir=self.hosts_dir,
             plain_http=self.plain_http,

@@ -118,15 +118,15 @@ def _progress_handler(progress: ProgressFunc) -> Callable[[any_pb2.Any], None]:
     return handle
 
 
-def _auth_handler(user: str) -> Callable[[any_pb2.Any], any_pb2.Any]:
-    username, _, secret = user.partition(":")
+def _auth_handler(username: str, secret: str) -> Callable[[any_pb2.Any], any_pb2.Any]:
+    # As containerd's clients answer: a secret without a username is a
+    # refresh token.
+    kind = registry_pb2.CREDENTIALS if username else registry_pb2.REFRESH
 
     def handle(message: any_pb2.Any) -> any_pb2.Any:
         del message  # one answer for every host asked about
         return typeurl.marshal_any(
-            registry_pb2.AuthResponse(
-                authType=registry_pb2.CREDENTIALS, username=username, secret=secret
-            )
+            registry_pb2.AuthResponse(authType=kind, username=username, secret=secret)
         )
 
     return handle
@@ -159,6 +159,7 @@ def _transfer(
     client: Any,
     *,
     user: str | None,
+    refresh_token: str | None,
     progress: ProgressFunc | None,
     build: Callable[[str], tuple[Any, Any]],
 ) -> None:
@@ -167,8 +168,12 @@ def _transfer(
     streams: list[_Stream] = []
     try:
         auth_id = ""
-        if user is not None:
-            auth = _Stream(client, "auth", _auth_handler(user))
+        if user is not None or refresh_token:
+            if user is not None:
+                username, _, secret = user.partition(":")
+            else:  # a refresh token is for when no user is given, as in ctr
+                username, secret = "", refresh_token or ""
+            auth = _Stream(client, "auth", _auth_handler(username, secret))
             streams.append(auth)
             auth_id = auth.id
         progress_id = ""
@@ -201,6 +206,7 @@ def pull(
     plain_http: bool = False,
     hosts_dir: str | None = None,
     user: str | None = None,
+    refresh_token: str | None = None,
     headers: Mapping[str, str] | None = None,
     progress: ProgressFunc | None = None,
 ) -> None:
@@ -230,7 +236,7 @@ def pull(
         )
         return source, store
 
-    _transfer(client, user=user, progress=progress, build=build)
+    _transfer(client, user=user, refresh_token=refresh_token, progress=progress, build=build)
 
 
 def push(
@@ -242,6 +248,7 @@ def push(
     plain_http: bool = False,
     hosts_dir: str | None = None,
     user: str | None = None,
+    refresh_token: str | None = None,
     headers: Mapping[str, str] | None = None,
     progress: ProgressFunc | None = None,
 ) -> None:
@@ -260,4 +267,4 @@ def push(
         )
         return store, target
 
-    _transfer(client, user=user, progress=progress, build=build)
+    _transfer(client, user=user, refresh_token=refresh_token, progress=progress, build=build)

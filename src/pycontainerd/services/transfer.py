@@ -340,6 +340,9 @@ class TransferService:
         auth = registry_pb2.AuthResponse.FromString(answer.value)
         if auth.authType == registry_pb2.CREDENTIALS:
             return static_credentials(auth.username, auth.secret)
+        if auth.authType == registry_pb2.REFRESH:
+            # No username: the token server gets the secret as a refresh token.
+            return static_credentials("", auth.secret)
         if auth.authType == registry_pb2.NONE:
             return None
         raise errdefs.NotImplemented(f"auth type {registry_pb2.AuthType.Name(auth.authType)}")

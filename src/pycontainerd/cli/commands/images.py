@@ -396,6 +396,7 @@ def _pull(
                 plain_http=bool(registry["plain_http"]),
                 hosts_dir=registry["hosts_dir"],  # type: ignore[arg-type]
                 user=registry["user"],  # type: ignore[arg-type]
+                refresh_token=registry["refresh_token"],  # type: ignore[arg-type]
                 headers=registry["headers"],  # type: ignore[arg-type]
                 progress=display,
             )
@@ -550,6 +551,7 @@ def push(
                 plain_http=bool(registry["plain_http"]),
                 hosts_dir=registry["hosts_dir"],
                 user=registry["user"],
+                refresh_token=registry["refresh_token"],
                 headers=registry["headers"],
                 progress=display,
             )

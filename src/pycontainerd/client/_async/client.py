@@ -384,6 +384,7 @@ class AsyncClient:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -398,9 +399,11 @@ class AsyncClient:
         ``all_metadata``), fetched concurrently into content under a lease,
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
-        ``"name:password"``; ``ca_files`` and ``client_certs`` (``(cert, key)``
-        files) are TLS settings for every registry host, before those of
-        ``hosts_dir``; ``progress`` gets every blob's state and bytes."""
+        ``"name:password"``; without it, ``refresh_token`` is an OAuth2 refresh
+        token for the registry's token server; ``ca_files`` and
+        ``client_certs`` (``(cert, key)`` files) are TLS settings for every
+        registry host, before those of ``hosts_dir``; ``progress`` gets every
+        blob's state and bytes."""
         from pycontainerd.client._async.image import AsyncImage, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             AsyncDistribution,
@@ -412,6 +415,7 @@ class AsyncClient:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,
@@ -442,6 +446,7 @@ class AsyncClient:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -462,6 +467,7 @@ class AsyncClient:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,
@@ -490,6 +496,7 @@ class AsyncClient:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -511,6 +518,7 @@ class AsyncClient:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,

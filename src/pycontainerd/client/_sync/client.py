@@ -385,6 +385,7 @@ class Client:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -399,9 +400,11 @@ class Client:
         ``all_metadata``), fetched concurrently into content under a lease,
         each layer unpacked into ``snapshotter`` as soon as it and its parent
         are in (``unpack``); then the image record.  ``user`` is
-        ``"name:password"``; ``ca_files`` and ``client_certs`` (``(cert, key)``
-        files) are TLS settings for every registry host, before those of
-        ``hosts_dir``; ``progress`` gets every blob's state and bytes."""
+        ``"name:password"``; without it, ``refresh_token`` is an OAuth2 refresh
+        token for the registry's token server; ``ca_files`` and
+        ``client_certs`` (``(cert, key)`` files) are TLS settings for every
+        registry host, before those of ``hosts_dir``; ``progress`` gets every
+        blob's state and bytes."""
         from pycontainerd.client._sync.image import Image, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             Distribution,
@@ -413,6 +416,7 @@ class Client:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,
@@ -443,6 +447,7 @@ class Client:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -463,6 +468,7 @@ class Client:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,
@@ -491,6 +497,7 @@ class Client:
         plain_http: bool = False,
         hosts_dir: str | Path | None = None,
         user: str | None = None,
+        refresh_token: str | None = None,
         skip_verify: bool = False,
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
@@ -512,6 +519,7 @@ class Client:
             plain_http=plain_http,
             hosts_dir=hosts_dir,
             user=user,
+            refresh_token=refresh_token,
             skip_verify=skip_verify,
             ca_files=ca_files,
             client_certs=client_certs,
