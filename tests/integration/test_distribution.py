@@ -14,6 +14,7 @@ still serving.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import io
 import json
@@ -411,6 +412,28 @@ def test_pyctr_user_flag_authenticates_and_is_needed(
         assert "access denied" in refused
         pyctr("images", "pull", "--plain-http", "--user", "alice:s3cret", ref)
         assert pyctr("images", "ls", "-q").stdout.split() == [ref]
+
+        # ctr's --http-dump and --http-trace: the heads and the connections
+        # on stderr, the credentials not.
+        dumped = pyctr.in_namespace("pyctr-dump")(
+            "images",
+            "pull",
+            "--plain-http",
+            "--user",
+            "alice:s3cret",
+            "--http-dump",
+            "--http-trace",
+            ref,
+        ).stderr
+        assert (
+            f"INFO: HEAD /v2/team/busybox/manifests/latest HTTP/1.1\nHost: {private.host}\n"
+            in dumped
+        )
+        assert "INFO: HTTP/1.1 401 Unauthorized\n" in dumped
+        assert "\nAuthorization: Basic <redacted>\n" in dumped
+        assert "s3cret" not in dumped and base64.b64encode(b"alice:s3cret").decode() not in dumped
+        assert f"DEBUG: connecting to {private.host}\n" in dumped
+        assert "first response byte after" in dumped
 
 
 def test_pyctr_tls_flags_reach_a_registry_that_wants_a_client_certificate(

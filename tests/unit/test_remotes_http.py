@@ -342,3 +342,36 @@ def test_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _http.proxy_from_environment(url("https://r.example/")) is None
     with pytest.raises(errdefs.InvalidArgument, match="only http://"):
         _http.Proxy.parse("socks5://p:1080")
+
+
+def test_dump_logs_heads_without_credentials_or_bodies(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        reply = Reply(body=b"the body", headers={"Www-Authenticate": 'Bearer realm="x"'})
+        async with serve(lambda r: reply) as server, _http.HttpClient(dump=True) as client:
+            headers = {"Authorization": "Bearer tok.en", "Proxy-Authorization": "Basic cHc="}
+            async with await client.request(
+                "POST", server.url + "/token", headers=headers, body=b"refresh_token=secret"
+            ) as response:
+                await response.read(100)
+
+    with caplog.at_level("INFO", logger="pycontainerd.remotes.http"):
+        run(main())
+    request, answer = (r.getMessage() for r in caplog.records)
+    assert request.startswith("POST /token HTTP/1.1\nHost: ")
+    assert "\nAuthorization: Bearer <redacted>" in request
+    assert "\nProxy-Authorization: Basic <redacted>" in request
+    assert answer.startswith("HTTP/1.1 200 X\n")  # the test server's reason
+    assert 'realm="x"' in answer
+    logged = request + answer
+    assert "tok.en" not in logged and "cHc=" not in logged and "secret" not in logged
+    assert "the body" not in logged
+
+
+def test_no_dump_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serve(lambda r: Reply(body=b"x")) as server:
+            await _get(server.url + "/x")
+
+    with caplog.at_level("DEBUG", logger="pycontainerd.remotes.http"):
+        run(main())
+    assert [r for r in caplog.records if r.name == "pycontainerd.remotes.http"] == []

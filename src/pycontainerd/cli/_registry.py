@@ -3,8 +3,9 @@
 ``--plain-http``, ``--user/-u user[:password]`` (the password is asked for
 when missing and stdin is a terminal), ``--refresh`` (a token server's
 refresh token, for when no user is given), ``--hosts-dir``,
-``--skip-verify/-k``, the TLS files and extra headers, turned into the
-client's keyword arguments.
+``--skip-verify/-k``, the TLS files, extra headers, and ``--http-dump`` and
+``--http-trace`` (shown on stderr), turned into the client's keyword
+arguments.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def registry_options(f: F) -> F:
             multiple=True,
             help="Add additional header to registry requests (name: value).",
         ),
+        click.option(
+            "--http-dump",
+            "registry_http_dump",
+            is_flag=True,
+            help="Dump all HTTP request/responses when interacting with container registry.",
+        ),
+        click.option(
+            "--http-trace",
+            "registry_http_trace",
+            is_flag=True,
+            help="Enable HTTP tracing for registry interactions.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -99,6 +112,14 @@ def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             raise click.BadParameter(f"header {header!r}: expected 'name: value'")
         headers[name.strip()] = value.strip()
     ca, cert, key = (kwargs.pop(f"registry_tls{k}") for k in ("cacert", "cert", "key"))
+    dump, trace = kwargs.pop("registry_http_dump"), kwargs.pop("registry_http_trace")
+    if dump or trace:
+        # Shown on stderr: heads at INFO, the connections' life at DEBUG.
+        import logging
+
+        logging.getLogger("pycontainerd.remotes.http").setLevel(
+            logging.DEBUG if trace else logging.INFO
+        )
     if bool(cert) != bool(key):
         raise click.UsageError("--tlscert and --tlskey go together")
     return {
@@ -110,4 +131,6 @@ def registry_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         "user": user,
         "refresh_token": refresh or None,
         "headers": headers or None,
+        "http_dump": dump,
+        "http_trace": trace,
     }

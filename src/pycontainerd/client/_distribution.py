@@ -72,6 +72,9 @@ class RemoteOptions:
     ca_files: Sequence[str] = ()
     client_certs: Sequence[tuple[str, str]] = ()  # (certificate, key) files
     headers: Mapping[str, str] | None = None
+    #: Log every request's and response's head, and each connection's life.
+    http_dump: bool = False
+    http_trace: bool = False
     max_concurrent_downloads: int = pulling.DEFAULT_MAX_CONCURRENT_DOWNLOADS
     max_concurrent_uploads: int = pushing.DEFAULT_MAX_CONCURRENT_UPLOADS
 
@@ -91,6 +94,8 @@ class RemoteOptions:
             client_certs=self.client_certs,
             credentials=credentials,
             headers=self.headers,
+            http_dump=self.http_dump,
+            http_trace=self.http_trace,
         )
 
 

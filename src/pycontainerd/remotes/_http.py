@@ -27,6 +27,12 @@ in absolute form, ``https://`` ones through a ``CONNECT`` tunnel.
 Errors are errdefs' classes: a dropped or refused connection is
 :class:`ConnectionLost` (an ``Unavailable``), which the fetcher catches to
 resume with a ``Range`` request.
+
+For debugging, as ctr's ``--http-dump`` and ``--http-trace``: ``dump`` logs
+each request's and response's head (never a body; credentials in
+``Authorization`` headers shown as ``<redacted>``) at INFO, ``trace`` each
+connection's life (connecting, connected, TLS, reused, first response byte)
+at DEBUG, both on the ``pycontainerd.remotes.http`` logger.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: Where ``dump`` and ``trace`` write.
+http_log = logging.getLogger("pycontainerd.remotes.http")
 
 #: Largest piece of a body handed out at once.
 CHUNK_SIZE = 1 << 20
@@ -629,6 +637,8 @@ class HttpClient:
         read_timeout: float = 60.0,
         user_agent: str = f"pycontainerd/{VERSION}",
         proxy: Callable[[URL], Proxy | None] | str | None = proxy_from_environment,
+        dump: bool = False,
+        trace: bool = False,
     ) -> None:
         if isinstance(proxy, str):
             fixed = Proxy.parse(proxy)
@@ -640,6 +650,8 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.user_agent = user_agent
+        self.dump = dump
+        self.trace = trace
         self._idle: dict[_PoolKey, list[_Connection]] = {}
         self._default_ssl: ssl.SSLContext | None = None
         self._closed = False
@@ -680,6 +692,9 @@ class HttpClient:
     ) -> _Connection:
         loop = asyncio.get_running_loop()
         peer = url if proxy is None else proxy.url
+        if self.trace:
+            via = f" through proxy {proxy.url.netloc}" if proxy is not None else ""
+            http_log.debug("connecting to %s%s", url.netloc, via)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
@@ -703,6 +718,8 @@ class HttpClient:
             raise errdefs.Unavailable(f"TLS handshake with {url.netloc} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectionLost(f"connecting to {peer.netloc}: {exc.strerror or exc}") from exc
+        if self.trace:
+            _trace_connected(url, conn)
         return conn
 
     async def _through(
@@ -802,6 +819,8 @@ class HttpClient:
             if not conn.reusable or conn.transport is None or conn.transport.is_closing():
                 conn.close()
                 continue
+            if self.trace:
+                http_log.debug("reusing an idle connection to %s", url.netloc)
             try:
                 return await self._exchange(key, conn, method, url, headers, body, fresh=False)
             except _StaleConnection as stale:
@@ -849,6 +868,8 @@ class HttpClient:
                     raise errdefs.InvalidArgument(f"header {errdefs.q(name)} has a line break")
                 lines.append(f"{name}: {value}")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            if self.dump:
+                http_log.info("%s", "\n".join(_redacted(lines)))
             if isinstance(body, bytes) and len(body) <= 64 * 1024:
                 conn.write(head + body)
             else:
@@ -889,14 +910,52 @@ class HttpClient:
         await conn.drain()
 
     async def _read_head(self, key: _PoolKey, conn: _Connection, method: str, url: URL) -> Response:
+        sent = asyncio.get_running_loop().time()
         try:
             await conn.fill_some()
         except ConnectionLost:
             raise _StaleConnection(body_sent=True) from None
+        if self.trace:
+            elapsed = (asyncio.get_running_loop().time() - sent) * 1000
+            http_log.debug("%s %s: first response byte after %.1f ms", method, url, elapsed)
         status, reason, headers, version = await _read_response_head(conn, f"{method} {url}")
+        if self.dump:
+            lines = [f"{version} {status} {reason}".rstrip()]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            http_log.info("%s", "\n".join(_redacted(lines)))
         if version == "HTTP/1.0" or "close" in (headers.get("connection") or "").lower():
             conn.reusable = False
         return Response(self, key, conn, method, url, status, reason, headers)
+
+
+def _redacted(lines: Iterable[str]) -> list[str]:
+    """Head lines with credentials hidden: the scheme of an ``Authorization``
+    stays (it says which flow ran), the secret does not."""
+    out = []
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() in ("authorization", "proxy-authorization"):
+            scheme = value.split()[0] if value.split() else ""
+            line = f"{name}: {scheme} <redacted>".rstrip()
+        out.append(line)
+    return out
+
+
+def _trace_connected(url: URL, conn: _Connection) -> None:
+    transport = conn.transport
+    if transport is None:
+        return
+    local, peer = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+    http_log.debug("connected to %s: %s -> %s", url.netloc, local, peer)
+    tls = transport.get_extra_info("ssl_object")
+    if tls is not None:
+        cipher = tls.cipher()
+        http_log.debug(
+            "TLS handshake with %s done: %s %s",
+            url.netloc,
+            tls.version(),
+            cipher[0] if cipher else "",
+        )
 
 
 async def _read_response_head(conn: _Connection, what: str) -> tuple[int, str, Headers, str]:

@@ -180,6 +180,8 @@ class Resolver:
     ``proxy``: True takes ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from
     the environment (containerd's behaviour), a URL names an ``http://``
     proxy (``user:pass@`` for its Basic auth), False uses none.
+    ``http_dump`` and ``http_trace`` log the HTTP exchanges and connections
+    (see :mod:`pycontainerd.remotes._http`), as ctr's flags of those names.
     """
 
     def __init__(
@@ -195,6 +197,8 @@ class Resolver:
         headers: Mapping[str, str | Sequence[str]] | None = None,
         proxy: str | bool = True,
         http: _http.HttpClient | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
     ) -> None:
         if hosts is None:
 
@@ -210,8 +214,12 @@ class Resolver:
 
         self._hosts = hosts
         if http is None:
-            # True: the default, the environment's proxy settings.
-            http = _http.HttpClient() if proxy is True else _http.HttpClient(proxy=proxy or None)
+            http = _http.HttpClient(
+                # True: the environment's proxy settings (the client's default).
+                proxy=_http.proxy_from_environment if proxy is True else proxy or None,
+                dump=http_dump,
+                trace=http_trace,
+            )
             self._own_http = True
         else:
             self._own_http = False

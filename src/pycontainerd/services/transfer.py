@@ -320,6 +320,9 @@ class TransferService:
             plain_http=options.default_scheme == "http",
             credentials=credentials,
             headers=dict(options.headers),
+            # Into the daemon's own log, on the pycontainerd.remotes.http logger.
+            http_dump=options.http_debug,
+            http_trace=options.http_trace,
         )
 
     async def _ask_credentials(self, stream_id: str, ref: str) -> Callable[[str], Any] | None:

@@ -349,8 +349,10 @@ def _platform_arg(specs: tuple[str, ...]) -> str | None:
 def _by_transfer(client: Any, local: bool, registry: dict[str, object]) -> bool:
     """Pull or push through the daemon's Transfer service: when it offers one,
     unless ``--local`` (or ``--skip-verify`` or TLS files, which the
-    service's registry type cannot carry)."""
-    if local or any(registry.get(k) for k in ("skip_verify", "ca_files", "client_certs")):
+    service's registry type cannot carry, or ``--http-dump``/``--http-trace``,
+    whose output would go to the daemon's log rather than this terminal)."""
+    client_side = ("skip_verify", "ca_files", "client_certs", "http_dump", "http_trace")
+    if local or any(registry.get(k) for k in client_side):
         return False
     from pycontainerd.client import _transfer_service as transfer_service
 

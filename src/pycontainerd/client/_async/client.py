@@ -389,6 +389,8 @@ class AsyncClient:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
         max_concurrent_downloads: int = 3,
@@ -402,8 +404,10 @@ class AsyncClient:
         ``"name:password"``; without it, ``refresh_token`` is an OAuth2 refresh
         token for the registry's token server; ``ca_files`` and
         ``client_certs`` (``(cert, key)`` files) are TLS settings for every
-        registry host, before those of ``hosts_dir``; ``progress`` gets every
-        blob's state and bytes."""
+        registry host, before those of ``hosts_dir``; ``http_dump`` and
+        ``http_trace`` log the HTTP heads and connections on the
+        ``pycontainerd.remotes.http`` logger; ``progress`` gets every blob's
+        state and bytes."""
         from pycontainerd.client._async.image import AsyncImage, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             AsyncDistribution,
@@ -420,6 +424,8 @@ class AsyncClient:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_downloads=max_concurrent_downloads,
         )
         record = await AsyncDistribution(self, apply_layer).pull(
@@ -451,6 +457,8 @@ class AsyncClient:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
         max_concurrent_downloads: int = 3,
@@ -472,6 +480,8 @@ class AsyncClient:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_downloads=max_concurrent_downloads,
         )
         return await AsyncDistribution(self, apply_layer).pull(
@@ -501,6 +511,8 @@ class AsyncClient:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         progress: PushProgressFunc | None = None,
         max_concurrent_uploads: int = 3,
     ) -> None:
@@ -523,6 +535,8 @@ class AsyncClient:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_uploads=max_concurrent_uploads,
         )
         await AsyncDistribution(self, apply_layer).push(

@@ -390,6 +390,8 @@ class Client:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
         max_concurrent_downloads: int = 3,
@@ -403,8 +405,10 @@ class Client:
         ``"name:password"``; without it, ``refresh_token`` is an OAuth2 refresh
         token for the registry's token server; ``ca_files`` and
         ``client_certs`` (``(cert, key)`` files) are TLS settings for every
-        registry host, before those of ``hosts_dir``; ``progress`` gets every
-        blob's state and bytes."""
+        registry host, before those of ``hosts_dir``; ``http_dump`` and
+        ``http_trace`` log the HTTP heads and connections on the
+        ``pycontainerd.remotes.http`` logger; ``progress`` gets every blob's
+        state and bytes."""
         from pycontainerd.client._sync.image import Image, apply_layer, resolve_snapshotter
         from pycontainerd.client._distribution import (
             Distribution,
@@ -421,6 +425,8 @@ class Client:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_downloads=max_concurrent_downloads,
         )
         record = Distribution(self, apply_layer).pull(
@@ -452,6 +458,8 @@ class Client:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         labels: Mapping[str, str] | None = None,
         progress: ProgressFunc | None = None,
         max_concurrent_downloads: int = 3,
@@ -473,6 +481,8 @@ class Client:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_downloads=max_concurrent_downloads,
         )
         return Distribution(self, apply_layer).pull(
@@ -502,6 +512,8 @@ class Client:
         ca_files: Sequence[str] = (),
         client_certs: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        http_dump: bool = False,
+        http_trace: bool = False,
         progress: PushProgressFunc | None = None,
         max_concurrent_uploads: int = 3,
     ) -> None:
@@ -524,6 +536,8 @@ class Client:
             ca_files=ca_files,
             client_certs=client_certs,
             headers=headers,
+            http_dump=http_dump,
+            http_trace=http_trace,
             max_concurrent_uploads=max_concurrent_uploads,
         )
         Distribution(self, apply_layer).push(
