@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
 import subprocess
 import threading
@@ -366,26 +367,36 @@ def test_ctr_content_rm_publishes_content_delete(
     ctr = tool_runner(_binary("ctr"), shared_daemon.address, namespace)
     data = b"delete me and tell"
     ctr("content", "ingest", "--expected-digest", sha(data), "ev", stdin=data)
-    seen: list[tuple[str, str, str]] = []
-    ready = threading.Event()
+    seen: queue.Queue[tuple[str, str, str]] = queue.Queue()
 
     def listen() -> None:
         with Client(shared_daemon.address, namespace) as client:
             events = client.events.subscribe(f'namespace=="{namespace}",topic=="/content/delete"')
-            ready.set()
             for env in events:
                 event = unmarshal_any(env.event)
                 assert isinstance(event, events_pb.ContentDelete)
-                seen.append((env.namespace, env.topic, event.digest))
-                return
+                seen.put((env.namespace, env.topic, event.digest))
+                if event.digest == sha(data):
+                    return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    assert ready.wait(10)
-    time.sleep(0.2)  # the subscription is registered once the stream is open
+    # The subscription starts when the loop asks for its first event and gives
+    # no sign when it listens: delete a probe blob until the listener sees one.
+    probe = b"probe the subscription"
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline, "the listener saw no probe"
+        ctr("content", "ingest", "--expected-digest", sha(probe), "probe", stdin=probe)
+        ctr("content", "rm", sha(probe))
+        with contextlib.suppress(queue.Empty):
+            seen.get(timeout=0.3)
+            break
     ctr("content", "rm", sha(data))
     listener.join(10)
-    assert seen == [(namespace, "/content/delete", sha(data))]
+    assert not listener.is_alive()
+    got = [seen.get_nowait() for _ in range(seen.qsize())]
+    assert [e for e in got if e[2] != sha(probe)] == [(namespace, "/content/delete", sha(data))]
 
 
 def test_writes_under_a_client_lease_are_held_by_it(

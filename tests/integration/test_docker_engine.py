@@ -183,16 +183,25 @@ def _on_terminal(env: Engine, *args: str, rows: int = 33, columns: int = 111) ->
         os.close(controller)
 
 
+#: The client sends its terminal's size once the process has started: until
+#: it lands the terminal is 0 x 0, which busybox's ``stty size`` does not
+#: print (it complains instead).  Wait for a size (10 s at most).
+SIZED = (
+    'i=0; while s=$(busybox stty size 2>/dev/null); [ -z "$s" ] || [ "$s" = "0 0" ]; do '
+    "[ $i -lt 100 ] || break; sleep 0.1; i=$((i+1)); done"
+)
+
+
 def test_tty_run_and_exec_get_the_clients_terminal_size(env: Engine) -> None:
     code, output = _on_terminal(
         env, "run", "-it", "--rm", "--network", "none", env.image,
-        "sh", "-c", "sleep 0.5; busybox stty size; exit 3",
+        "sh", "-c", f"{SIZED}; busybox stty size; exit 3",
     )  # fmt: skip
 
     assert (code, output) == (3, "33 111\r\n")
     name = env.run_d("sleep", "1000")
     code, output = _on_terminal(
-        env, "exec", "-it", name, "sh", "-c", "sleep 0.5; busybox stty size; busybox tty",
+        env, "exec", "-it", name, "sh", "-c", f"{SIZED}; busybox stty size; busybox tty",
         rows=20, columns=70,
     )  # fmt: skip
     assert (code, output) == (0, "20 70\r\n/dev/pts/0\r\n")
@@ -210,8 +219,9 @@ def test_run_d_runs_in_our_daemon_and_logs_show_its_output(env: Engine) -> None:
         assert task.id == container_id  # containerd leaves container_id empty here
         assert task.status.value == "running"
         assert task.pid == env.docker.state(name)["Pid"]
+    # The two streams reach the log each on its own: wait for both.
     deadline = time.monotonic() + 10
-    while "to-err" not in (logs := env.docker.docker("logs", name)).stderr:
+    while "to-err" not in (logs := env.docker.docker("logs", name)).stderr or not logs.stdout:
         assert time.monotonic() < deadline, logs
         time.sleep(0.05)
     assert logs.stdout == "to-out\n"

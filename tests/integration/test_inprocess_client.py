@@ -74,10 +74,18 @@ async def socket_clients_gone() -> None:
     await asyncio.sleep(0.2)
 
 
-async def collect(client: AsyncClient, into: list[Envelope], ready: asyncio.Event) -> None:
+async def collect(
+    server: Server, client: AsyncClient, into: list[Envelope], ready: asyncio.Event
+) -> None:
+    """Subscribe ``client`` and set ``ready`` once the daemon counts the new
+    subscription.  Start one at a time: the count cannot tell two apart."""
+    before = server.events.subscriber_count
     subscription = client.events.subscribe(f'namespace=="{NS}"')
     first = asyncio.ensure_future(anext(subscription))
-    await asyncio.sleep(0.1)  # the subscription is registered once the call runs
+    # The call gives no sign when it listens: the daemon's count tells.
+    async with asyncio.timeout(10):
+        while server.events.subscriber_count == before:
+            await asyncio.sleep(0.01)
     ready.set()
     into.append(await first)
     async for envelope in subscription:
@@ -109,16 +117,13 @@ def test_container_events_arrive_in_process_as_over_the_socket() -> None:
         async with both(server) as (inproc, socket):
             seen_inproc: list[Envelope] = []
             seen_socket: list[Envelope] = []
-            ready = [asyncio.Event(), asyncio.Event()]
-            tasks = [
-                asyncio.create_task(collect(inproc, seen_inproc, ready[0])),
-                asyncio.create_task(collect(socket, seen_socket, ready[1])),
-            ]
-            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
+            tasks: list[asyncio.Task[None]] = []
+            for client, seen in ((inproc, seen_inproc), (socket, seen_socket)):
+                ready = asyncio.Event()
+                tasks.append(asyncio.create_task(collect(server, client, seen, ready)))
+                await asyncio.wait_for(ready.wait(), 10)
             await inproc.new_container("web", spec=oci.generate(NS, "web"))
-            await inproc.containers.update(
-                (await inproc.containers.get("web")), "labels.x"
-            )
+            await inproc.containers.update((await inproc.containers.get("web")), "labels.x")
             await inproc.containers.delete("web")
             async with asyncio.timeout(10):
                 while len(seen_inproc) < 3 or len(seen_socket) < 3:
@@ -303,7 +308,7 @@ def test_close_cancels_running_calls_and_leaves_no_task() -> None:
         client = AsyncClient(str(server.address), NS, channel=server.channel())
         ready = asyncio.Event()
         seen: list[Envelope] = []
-        subscription = asyncio.create_task(collect(client, seen, ready))
+        subscription = asyncio.create_task(collect(server, client, seen, ready))
         await ready.wait()
         writer = await client.content.writer(f"held-{uuid.uuid4().hex[:6]}")
         await writer.write(b"partial")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import pytest
 from pycontainerd.client import Client
 from tests.integration._cli import Cli, table
 from tests.support import daemons
+from tests.support.ctr_events import ctr_events
 from tests.support.daemons import RunningDaemon
-from tests.support.tasks import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -152,31 +150,14 @@ def test_removed_snapshot_leaves_disk_and_leased_one_waits_for_its_lease(
 
 def test_prepare_commit_remove_publish_containerds_events(daemon: RunningDaemon) -> None:
     cli = Cli("ctr", daemon.address, "ev")
-    events = subprocess.Popen(
-        [cli.binary, "-a", daemon.address, "events"], stdout=subprocess.PIPE, text=True
-    )
-    seen: list[list[str]] = []
-
-    def read() -> None:
-        assert events.stdout is not None
-        for line in events.stdout:
-            seen.append(line.rstrip("\n").split(" ", 6)[5:])
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        time.sleep(0.3)  # let the subscription land
+    with ctr_events(cli.binary, daemon.address, "ev") as events:
         cli("snapshots", "prepare", "a")
         cli("snapshots", "commit", "c", "a")
         cli("snapshots", "view", "v", "c")  # views publish nothing, as in containerd
         cli("snapshots", "rm", "v")
-        wait_for(lambda: any(topic == "/snapshot/remove" for topic, *_ in seen))
-    finally:
-        events.terminate()
-        reader.join(timeout=10)
-        events.communicate(timeout=10)
-    assert seen == [
-        ["/snapshot/prepare", '{"key":"a"}'],
-        ["/snapshot/commit", '{"key":"a","name":"c"}'],
-        ["/snapshot/remove", '{"key":"v"}'],
+        seen = events.until(lambda e: e.topic == "/snapshot/remove")
+    assert [(e.topic, e.event) for e in seen] == [
+        ("/snapshot/prepare", {"key": "a"}),
+        ("/snapshot/commit", {"key": "a", "name": "c"}),
+        ("/snapshot/remove", {"key": "v"}),
     ]

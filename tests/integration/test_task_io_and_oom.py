@@ -5,9 +5,6 @@ on our shim and, to prove the daemon's side alone, on Go's.
 
 from __future__ import annotations
 
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 from tests.integration._cli import Cli
 from tests.integration.test_images_ctr_acceptance import build_oci_archive
 from tests.support import tasks
+from tests.support.ctr_events import ctr_events
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +48,11 @@ def ctr(request: pytest.FixtureRequest, archive: Path) -> Iterator[Cli]:
         yield cli
 
 
+def _text(path: Path) -> str:
+    """``path``'s text; empty while it does not exist."""
+    return path.read_text() if path.exists() else ""
+
+
 def test_a_binary_logger_gets_the_output_and_the_containers_names(ctr: Cli, tmp_path: Path) -> None:
     logger = tmp_path / "logger.sh"
     logger.write_text(LOGGER)
@@ -67,9 +70,9 @@ def test_a_binary_logger_gets_the_output_and_the_containers_names(ctr: Cli, tmp_
         "-c",
         "echo to-stdout; echo to-stderr >&2",
     )
-    tasks.wait_for(lambda: (out / "stderr").exists() and (out / "stderr").read_text() != "")
-    assert (out / "stdout").read_text() == "to-stdout\n"
-    assert (out / "stderr").read_text() == "to-stderr\n"
+    # The logger copies each stream on its own, and may still be at it when ``ctr run`` returns.
+    tasks.wait_for(lambda: _text(out / "stdout") == "to-stdout\n")
+    tasks.wait_for(lambda: _text(out / "stderr") == "to-stderr\n")
     assert (out / "who").read_text() == f"{ctr.namespace}/logged\n"
 
 
@@ -91,25 +94,7 @@ def test_a_file_log_gets_both_streams(
 
 
 def test_a_container_over_its_memory_limit_is_reported_oom_and_exits_137(ctr: Cli) -> None:
-    events = subprocess.Popen(
-        [ctr.binary, "-a", ctr.address, "-n", ctr.namespace or "", "events"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    topics: list[str] = []
-    seen: list[str] = []
-
-    def read() -> None:
-        assert events.stdout is not None
-        for line in events.stdout:
-            seen.append(line)
-            if '"hog"' in line:
-                topics.append(line.split()[5])
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        time.sleep(0.3)  # subscribed before the container runs
+    with ctr_events(ctr.binary, ctr.address, ctr.namespace) as events:
         hog = ctr(
             "run",
             "--rm",
@@ -127,11 +112,10 @@ def test_a_container_over_its_memory_limit_is_reported_oom_and_exits_137(ctr: Cl
         # The shim forwards its events on its own: the last may come after
         # ``ctr run`` has returned.  ``--rm`` deletes the task, so the
         # task's delete is the last of its events.
-        tasks.wait_for(lambda: "/tasks/delete" in topics)
-    finally:
-        events.terminate()
-        reader.join(timeout=10)
-        events.communicate(timeout=10)
+        seen = events.until(
+            lambda e: e.topic == "/tasks/delete" and e.event.get("container_id") == "hog"
+        )
+    topics = [e.topic for e in seen if e.event.get("container_id") == "hog"]
     assert "/tasks/oom" in topics, seen
     assert "/tasks/exit" in topics, seen
     assert topics.index("/tasks/oom") < topics.index("/tasks/exit")

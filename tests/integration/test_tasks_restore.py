@@ -10,12 +10,9 @@ and with Debian's Go shim mapped by config.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import queue
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ import pytest
 from tests.integration._cli import Cli, table
 from tests.integration.test_images_ctr_acceptance import build_oci_archive
 from tests.support import tasks
+from tests.support.ctr_events import CtrEvents, ctr_events
 
 pytestmark = pytest.mark.integration
 
@@ -62,46 +60,16 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-@contextlib.contextmanager
-def ctr_events(cli: Cli) -> Iterator[queue.Queue[tuple[str, dict[str, object]]]]:
-    """``ctr events`` in the namespace: (topic, event) as they come."""
-    proc = subprocess.Popen(
-        [cli.binary, "-a", cli.address, "events"], stdout=subprocess.PIPE, text=True, bufsize=1
-    )
-    seen: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            # "<date> <time> <zone> <zone> <namespace> <topic> <event as JSON>"
-            *_, ns, topic, payload = line.rstrip("\n").split(" ", 6)
-            if ns == cli.namespace:
-                seen.put((topic, json.loads(payload)))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        time.sleep(0.3)  # ctr subscribes once it is up
-        yield seen
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        reader.join(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-
-def _next(seen: queue.Queue[tuple[str, dict[str, object]]], topic: str, id: str,
-          timeout: float = 20) -> dict[str, object]:  # fmt: skip
+def _next(seen: CtrEvents, topic: str, id: str, timeout: float = 20) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while True:
-        got_topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
+        _, got_topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
         if got_topic == topic and event.get("container_id") == id:
             return event
 
 
 def _collect(
-    seen: queue.Queue[tuple[str, dict[str, object]]],
+    seen: CtrEvents,
     topics: set[str],
     ids: list[str],
     timeout: float = 20,
@@ -111,7 +79,7 @@ def _collect(
     got: dict[tuple[str, str], dict[str, object]] = {}
     deadline = time.monotonic() + timeout
     while want - got.keys():
-        topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
+        _, topic, event = seen.get(timeout=max(0.01, deadline - time.monotonic()))
         key = (topic, str(event.get("container_id")))
         if key in want and key not in got:
             got[key] = event
@@ -132,7 +100,7 @@ def test_tasks_survive_a_daemon_crash_and_report_their_later_exit(
     assert Path(f"/proc/{pid}").exists(), "the container died with the daemon"
     daemon.start()
     assert _statuses(cli) == {"r1": "RUNNING"}
-    with ctr_events(cli) as seen:
+    with ctr_events(cli.binary, cli.address, cli.namespace) as seen:
         # (SIGKILL: sleep, as pid 1 of its namespace, ignores SIGTERM.)
         cli("tasks", "kill", "-s", "SIGKILL", "r1")
         exit_ = _next(seen, "/tasks/exit", "r1")
@@ -151,7 +119,7 @@ def test_an_exit_while_the_daemon_is_down_is_reported_after_restart(
     daemon.kill()
     time.sleep(1.5)
     daemon.start()
-    with ctr_events(cli) as seen:
+    with ctr_events(cli.binary, cli.address, cli.namespace) as seen:
         # The shim's own retried event, or the daemon's (not both).  Under
         # load the shim's retry can land before ``ctr events`` subscribed:
         # then the task is already reported stopped with its status.
@@ -200,7 +168,7 @@ def test_a_killed_shim_reports_its_tasks_exited_and_the_daemon_carries_on(
     waiter = threading.Thread(target=wait)
     waiter.start()
     time.sleep(0.3)
-    with ctr_events(cli) as seen:
+    with ctr_events(cli.binary, cli.address, cli.namespace) as seen:
         os.kill(shim, signal.SIGKILL)
         events = _collect(seen, {"/tasks/exit", "/tasks/delete"}, served)
     exits = {c: events["/tasks/exit", c]["exit_status"] for c in served}

@@ -28,6 +28,7 @@ import pytest
 from pycontainerd.shim import main as shim_main
 from tests.integration.test_images_ctr_acceptance import BUSYBOX, build_oci_archive
 from tests.support import daemons
+from tests.support.ctr_events import CtrEvents, ctr_events
 
 pytestmark = pytest.mark.interop
 
@@ -201,31 +202,20 @@ def test_stderr_and_stdout_reach_ctr_separately(ctr: Ctr) -> None:
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
 
 
-@contextlib.contextmanager
-def ctr_events(ctr: Ctr) -> Iterator[list[str]]:
-    """``ctr events`` while the block runs; its lines (topics of ctr's namespace) after."""
-    lines: list[str] = []
-    proc = subprocess.Popen(["ctr", "-a", ctr.address, "events"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)  # subscribed
-        yield lines
-        time.sleep(0.3)  # the last events forwarded
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(10)
-        lines += [line for line in out.splitlines() if f" {ctr.namespace} " in line]
-
-
-def _topics(lines: list[str]) -> list[str]:
-    """The topic of each ``ctr events`` line (``DATE TIME ZONE UTC NAMESPACE TOPIC JSON``)."""
-    return [line.split()[5] for line in lines if len(line.split()) > 5]
+def _topics_until(events: CtrEvents, topic: str) -> list[str]:
+    """The topics of the events up to the first ``topic``.  The shim
+    forwards its events on its own: the last may come after the ``ctr``
+    command that caused it has returned."""
+    return [e.topic for e in events.until(lambda e: e.topic == topic)]
 
 
 def test_the_shim_forwards_its_task_events_to_containerd(ctr: Ctr) -> None:
-    with ctr_events(ctr) as lines:
+    with ctr_events("ctr", ctr.address, ctr.namespace) as events:
         ctr("run", "--rm", "--runtime", RUNTIME, IMAGE, "evented", "true")
-    topics = [t for t in _topics(lines) if t.startswith("/tasks/")]
-    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], lines
+        # ``--rm`` deletes the task: its delete is the last of its events.
+        topics = _topics_until(events, "/tasks/delete")
+    topics = [t for t in topics if t.startswith("/tasks/")]
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
 
 
 def test_log_uri_file_gets_both_streams_and_null_io_gets_none(ctr: Ctr, tmp_path: Path) -> None:
@@ -243,6 +233,8 @@ def test_log_uri_file_gets_both_streams_and_null_io_gets_none(ctr: Ctr, tmp_path
         "-c",
         "echo to-out; echo to-err >&2",
     )
+    # The shim copies each stream on its own: a line may land just after the exit.
+    _wait_for(lambda: len(log.read_text().splitlines()) == 2)
     assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
     quiet = ctr("run", "--rm", "--runtime", RUNTIME, "--null-io", IMAGE, "quiet", "echo", "lost")
     assert quiet.stdout == ""
@@ -301,12 +293,13 @@ def test_a_detached_task_execs_pauses_resumes_reports_and_dies(ctr: Ctr) -> None
     assert exec_result.stdout == "from-exec\n"
     assert exec_result.returncode == 4
 
-    with ctr_events(ctr) as lines:
+    with ctr_events("ctr", ctr.address, ctr.namespace) as events:
         ctr("task", "pause", "web")
         assert ctr.task_status("web") == "PAUSED"
         ctr("task", "resume", "web")
         assert ctr.task_status("web") == "RUNNING"
-    assert _topics(lines) == ["/tasks/paused", "/tasks/resumed"], lines
+        topics = _topics_until(events, "/tasks/resumed")
+    assert topics == ["/tasks/paused", "/tasks/resumed"]
 
     ps = ctr("task", "ps", "web").stdout.splitlines()
     assert ps[0].split()[:2] == ["PID", "INFO"]
