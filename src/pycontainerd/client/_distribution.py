@@ -39,7 +39,13 @@ from pycontainerd.images.identity import chain_ids
 from pycontainerd.images.unpack import LABEL_UNCOMPRESSED, gc_snapshot_label
 from pycontainerd.remotes import Resolver, static_credentials
 
-__all__ = ["AsyncDistribution", "Distribution", "RemoteOptions", "platform_matcher"]
+__all__ = [
+    "AsyncDistribution",
+    "Distribution",
+    "RemoteOptions",
+    "platform_matcher",
+    "user_and_secret",
+]
 
 log = logging.getLogger("pycontainerd.client")
 
@@ -54,6 +60,18 @@ async def _direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 async def _threaded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def user_and_secret(user: str | None, refresh_token: str | None) -> tuple[str, str] | None:
+    """The (username, secret) of ctr's ``--user user[:password]`` or, with no
+    user, ``--refresh``: a secret with no username, which the token server
+    gets as a refresh-token grant.  None for neither."""
+    if user is not None:
+        username, _, secret = user.partition(":")
+        return username, secret
+    if refresh_token:
+        return "", refresh_token
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +97,8 @@ class RemoteOptions:
     max_concurrent_uploads: int = pushing.DEFAULT_MAX_CONCURRENT_UPLOADS
 
     def resolver(self) -> Resolver:
-        credentials = None
-        if self.user is not None:
-            username, _, secret = self.user.partition(":")
-            credentials = static_credentials(username, secret)
-        elif self.refresh_token:
-            # No username: the token server gets a refresh-token grant.
-            credentials = static_credentials("", self.refresh_token)
+        pair = user_and_secret(self.user, self.refresh_token)
+        credentials = static_credentials(*pair) if pair is not None else None
         return Resolver(
             hosts_dir=self.hosts_dir,
             plain_http=self.plain_http,

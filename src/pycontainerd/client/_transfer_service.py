@@ -28,6 +28,7 @@ from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_
 from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from pycontainerd.api.types import platform_pb2
 from pycontainerd.api.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
+from pycontainerd.client._distribution import user_and_secret
 
 __all__ = ["TRANSFER_PLUGIN", "TransferProgress", "available", "pull", "push"]
 
@@ -168,12 +169,9 @@ def _transfer(
     streams: list[_Stream] = []
     try:
         auth_id = ""
-        if user is not None or refresh_token:
-            if user is not None:
-                username, _, secret = user.partition(":")
-            else:  # a refresh token is for when no user is given, as in ctr
-                username, secret = "", refresh_token or ""
-            auth = _Stream(client, "auth", _auth_handler(username, secret))
+        pair = user_and_secret(user, refresh_token)
+        if pair is not None:
+            auth = _Stream(client, "auth", _auth_handler(*pair))
             streams.append(auth)
             auth_id = auth.id
         progress_id = ""
